@@ -1,0 +1,72 @@
+"""Long-term credential handlers (RFC 8489 9.2): map a USERNAME to its HMAC key, or refuse.
+
+``plaintext`` checks one configured user. ``longterm`` is the TURN REST scheme: the username
+is ``<expiry-unix-time>[:<user>]`` and the password is base64(HMAC-SHA1(secret, username)), so
+any backend holding the secret can mint credentials without telling the relay.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+
+def long_term_key(username: str, realm: str, password: str) -> bytes:
+    """MD5(username:realm:password), the MESSAGE-INTEGRITY key (RFC 8489 9.2.2)."""
+    return hashlib.md5(f"{username}:{realm}:{password}".encode()).digest()
+
+
+def rest_password(secret: str, username: str) -> str:
+    """The TURN REST password for ``username``: base64(HMAC-SHA1(secret, username))."""
+    digest = hmac.new(secret.encode(), username.encode(), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode()
+
+
+def rest_username(expiry: int, user: str = "") -> str:
+    return f"{expiry}:{user}" if user else str(expiry)
+
+
+class Authenticator(Protocol):
+    realm: str
+
+    def key_for(self, username: str) -> bytes | None:
+        """The integrity key for ``username``, or None if the user may not authenticate."""
+
+
+class PlaintextAuth:
+    """One static user, as upstream's ``plaintext`` (alias ``static``)."""
+
+    def __init__(self, realm: str, username: str, password: str) -> None:
+        self.realm = realm
+        self._username = username
+        self._key = long_term_key(username, realm, password)
+
+    def key_for(self, username: str) -> bytes | None:
+        return self._key if hmac.compare_digest(username, self._username) else None
+
+    def __repr__(self) -> str:
+        return f"PlaintextAuth(realm={self.realm!r}, username={self._username!r})"
+
+
+class LongTermAuth:
+    """TURN REST credentials (``longterm``, alias ``ephemeral``) with an expiry in the name."""
+
+    def __init__(self, realm: str, secret: str, clock: Callable[[], float] = time.time) -> None:
+        self.realm = realm
+        self._secret = secret
+        self._clock = clock
+
+    def key_for(self, username: str) -> bytes | None:
+        expiry_text = username.split(":", 1)[0]
+        if not expiry_text.isdigit():
+            return None
+        if int(expiry_text) < self._clock():
+            return None
+        return long_term_key(username, self.realm, rest_password(self._secret, username))
+
+    def __repr__(self) -> str:
+        return f"LongTermAuth(realm={self.realm!r}, secret=<SECRET>)"

@@ -1,0 +1,119 @@
+"""Clusters: the peers a listener may relay to, and the admission check that keeps the relay
+from becoming an open proxy into the cluster network (DESIGN.md 1.1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+from collections.abc import Iterable
+
+from .config import ClusterConfig
+
+logger = logging.getLogger("stunner.cluster")
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+DNS_REFRESH_INTERVAL = 5.0
+
+
+def _parse_ip(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(ip)
+    except ValueError:
+        return None
+
+
+class Cluster:
+    """A set of admitted peer addresses: exact IPs in a set, CIDRs in a short list."""
+
+    def __init__(self, config: ClusterConfig) -> None:
+        self.config = config
+        self.name = config.name
+        self._hosts: frozenset[str] = frozenset()
+        self._networks: tuple[IPNetwork, ...] = ()
+        if config.type == "STATIC":
+            self._set_endpoints(config.endpoints)
+        self._task: asyncio.Task[None] | None = None
+
+    def _set_endpoints(self, endpoints: Iterable[str]) -> None:
+        hosts: set[str] = set()
+        networks: list[IPNetwork] = []
+        for endpoint in endpoints:
+            net = ipaddress.ip_network(endpoint, strict=False)
+            if net.num_addresses == 1:
+                hosts.add(str(net.network_address))
+            else:
+                networks.append(net)
+        self._hosts = frozenset(hosts)
+        self._networks = tuple(networks)
+
+    def contains(self, ip: str) -> bool:
+        if ip in self._hosts:
+            return True
+        if not self._networks:
+            return False
+        addr = _parse_ip(ip)
+        return addr is not None and any(addr in net for net in self._networks)
+
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        """The current admitted set, resolved names included, for logs and tests."""
+        return tuple(sorted(self._hosts)) + tuple(str(n) for n in self._networks)
+
+    # STRICT_DNS: names resolved in the background; a failing name keeps its last good set.
+
+    def start(self) -> None:
+        if self.config.type == "STRICT_DNS" and self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._resolve_forever())
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def resolve_once(self) -> None:
+        loop = asyncio.get_running_loop()
+        resolved: dict[str, set[str]] = {}
+        previous = getattr(self, "_by_name", {})
+        for name in self.config.endpoints:
+            try:
+                infos = await loop.getaddrinfo(name, None, type=socket.SOCK_DGRAM)
+            except OSError as exc:
+                kept = previous.get(name, set())
+                logger.warning(
+                    "cluster %s: cannot resolve %s (%s), keeping %d last known address(es)",
+                    self.name,
+                    name,
+                    exc,
+                    len(kept),
+                )
+                resolved[name] = kept
+                continue
+            resolved[name] = {str(info[4][0]) for info in infos}
+        self._by_name = resolved
+        self._set_endpoints(ip for ips in resolved.values() for ip in ips)
+
+    async def _resolve_forever(self) -> None:
+        while True:
+            await self.resolve_once()
+            await asyncio.sleep(DNS_REFRESH_INTERVAL)
+
+    def __repr__(self) -> str:
+        return f"cluster({self.name}, {self.config.type})"
+
+
+class Admission:
+    """Peer admission for one listener: the peer must be in a cluster the listener routes to."""
+
+    def __init__(self, clusters: dict[str, Cluster], routes: Iterable[str]) -> None:
+        self._clusters = clusters
+        self.routes = tuple(routes)
+
+    def admits(self, ip: str) -> bool:
+        for route in self.routes:
+            cluster = self._clusters.get(route)
+            if cluster is not None and cluster.contains(ip):
+                return True
+        return False

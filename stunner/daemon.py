@@ -1,0 +1,274 @@
+"""stunnerd: run a config, reconcile changes live, drain on SIGTERM.
+
+``Stunner.apply`` diffs the new config against the running one and touches only what changed:
+a metrics endpoint change restarts only the metrics server, a route change keeps the sockets,
+and a listener keeps its counters across a restart because stats are keyed by listener name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Iterator
+
+from . import constants
+from .auth import Authenticator, LongTermAuth, PlaintextAuth
+from .cluster import Admission, Cluster
+from .config import (
+    AuthConfig,
+    ClusterConfig,
+    ConfigError,
+    ListenerConfig,
+    StunnerConfig,
+    diff,
+    loads,
+    parse_http_endpoint,
+    warnings,
+)
+from .health import Health
+from .httpd import HttpServer, Response
+from .listener import Listener, needs_restart
+from .stats import ListenerStats
+from .telemetry import build_registry, exposition
+
+logger = logging.getLogger("stunner.daemon")
+
+DNS_FIRST_RESOLVE_TIMEOUT = 2.0
+
+
+def make_authenticator(auth: AuthConfig) -> Authenticator:
+    if auth.type == "longterm":
+        return LongTermAuth(auth.realm, auth.secret)
+    return PlaintextAuth(auth.realm, auth.username, auth.password)
+
+
+class Stunner:
+    """One stunnerd instance: listeners, clusters, auth, and the admin servers."""
+
+    def __init__(self, reuse_port: bool = False) -> None:
+        self.config: StunnerConfig | None = None
+        self.reuse_port = reuse_port
+        self.listeners: dict[str, Listener] = {}
+        self.stats: dict[str, ListenerStats] = {}
+        self.clusters: dict[str, Cluster] = {}
+        self.authenticator: Authenticator | None = None
+        self.health = Health()
+        self.registry = build_registry(self.iter_stats)
+        self.metrics_server: HttpServer | None = None
+        self.health_server: HttpServer | None = None
+        self._metrics_url = ""
+        self._health_url: str | None = ""
+        self._drained = asyncio.Event()
+
+    def iter_stats(self) -> Iterator[tuple[str, ListenerStats]]:
+        return iter(list(self.stats.items()))
+
+    def allocation_count(self) -> int:
+        return sum(len(lis.server.allocations) for lis in self.listeners.values())
+
+    # reconcile
+
+    async def apply(self, new: StunnerConfig) -> None:
+        """Make the running state match ``new``, changing only what differs."""
+        old = self.config or StunnerConfig()
+        change = diff(old, new)
+        for warning in warnings(new):
+            logger.warning("config: %s", warning)
+
+        if change.auth_changed or self.authenticator is None:
+            self.authenticator = make_authenticator(new.auth)
+            for lis in self.listeners.values():
+                lis.server.authenticator = self.authenticator
+
+        clusters_changed = False
+        for cfg in change.clusters_removed:
+            self.clusters.pop(cfg.name).stop()
+            clusters_changed = True
+        for old_cfg, cfg in change.clusters_changed:
+            self.clusters.pop(old_cfg.name).stop()
+            await self._add_cluster(cfg)
+            clusters_changed = True
+        for cfg in change.clusters_added:
+            await self._add_cluster(cfg)
+
+        for removed in change.listeners_removed:
+            stopped = self.listeners.pop(removed.name, None)
+            if stopped is not None:
+                await stopped.stop()
+            del self.stats[removed.name]
+            logger.info("listener %s removed", removed.name)
+        for old_l, new_l in change.listeners_changed:
+            running = self.listeners.get(old_l.name)
+            if running is not None and not needs_restart(old_l, new_l):
+                running.update_in_place(new_l, self._admission(new_l))
+                logger.info("listener %s updated in place", new_l.name)
+                continue
+            if running is not None:
+                await running.stop()
+                del self.listeners[new_l.name]
+            await self._start_listener(new_l)
+        for added in change.listeners_added:
+            self.stats[added.name] = ListenerStats()
+            await self._start_listener(added)
+        if clusters_changed:
+            for lis in self.listeners.values():
+                lis.server.revoke_unadmitted()
+
+        self.config = new
+        await self._reconcile_admin(new)
+        self.health.ready = True
+
+    def _admission(self, cfg: ListenerConfig) -> Admission:
+        return Admission(self.clusters, cfg.routes)
+
+    async def _add_cluster(self, cfg: ClusterConfig) -> None:
+        cluster = Cluster(cfg)
+        self.clusters[cluster.name] = cluster
+        if cluster.config.type == "STRICT_DNS":
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(cluster.resolve_once(), DNS_FIRST_RESOLVE_TIMEOUT)
+            cluster.start()
+
+    async def _start_listener(self, cfg: ListenerConfig) -> None:
+        assert self.authenticator is not None
+        stats = self.stats.setdefault(cfg.name, ListenerStats())
+        lis = Listener(cfg, stats, self.authenticator, self._admission(cfg), self.reuse_port)
+        lis.server.on_allocations_empty = self._check_drained
+        try:
+            await lis.start()
+        except (OSError, ValueError) as exc:
+            logger.error("listener %s cannot start: %s; the others keep running", cfg.name, exc)
+            return
+        self.listeners[cfg.name] = lis
+
+    async def _reconcile_admin(self, new: StunnerConfig) -> None:
+        admin = new.admin
+        if admin.metrics_endpoint != self._metrics_url:
+            if self.metrics_server is not None:
+                await self.metrics_server.stop()
+                self.metrics_server = None
+            endpoint = parse_http_endpoint(
+                admin.metrics_endpoint, constants.DEFAULT_METRICS_PORT, field="metrics_endpoint"
+            )
+            if endpoint is not None:
+                server = HttpServer("metrics", endpoint, self._metrics)
+                if await server.start():
+                    self.metrics_server = server
+            self._metrics_url = admin.metrics_endpoint
+        if admin.healthcheck_endpoint != self._health_url:
+            if self.health_server is not None:
+                await self.health_server.stop()
+                self.health_server = None
+            endpoint = parse_http_endpoint(
+                admin.healthcheck_endpoint or "",
+                constants.DEFAULT_HEALTH_PORT,
+                field="healthcheck_endpoint",
+            )
+            if endpoint is not None:
+                server = HttpServer("health", endpoint, self.health.handle)
+                if await server.start():
+                    self.health_server = server
+            self._health_url = admin.healthcheck_endpoint
+
+    def _metrics(self, path: str) -> Response:
+        return 200, "text/plain; version=0.0.4; charset=utf-8", exposition(self.registry)
+
+    # shutdown
+
+    def _check_drained(self) -> None:
+        if self.allocation_count() == 0:
+            self._drained.set()
+
+    async def drain(self, grace_period: float) -> None:
+        """Graceful shutdown: not ready, no new allocations, wait for the existing ones."""
+        self.health.ready = False
+        for lis in self.listeners.values():
+            lis.stop_accepting()
+        remaining = self.allocation_count()
+        logger.info(
+            "graceful shutdown: %d allocation(s) left, waiting up to %ds", remaining, grace_period
+        )
+        if remaining:
+            self._drained.clear()
+            self._check_drained()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), grace_period)
+
+    async def close(self) -> None:
+        self.health.ready = False
+        for lis in self.listeners.values():
+            await lis.stop()
+        self.listeners.clear()
+        for cluster in self.clusters.values():
+            cluster.stop()
+        for server in (self.metrics_server, self.health_server):
+            if server is not None:
+                await server.stop()
+
+
+class ConfigWatcher:
+    """Polls a config file and hands valid new versions to ``Stunner.apply``.
+
+    Polling (not inotify) follows the kubelet's ConfigMap symlink swap and survives the file
+    being deleted and recreated. An invalid or half-written file is logged once and the last
+    good config keeps running.
+    """
+
+    def __init__(self, path: str, stunner: Stunner, interval: float = 0.25) -> None:
+        self.path = path
+        self.stunner = stunner
+        self.interval = interval
+        self._last_digest = b""
+        self._last_error = ""
+        self._last_stat: tuple[int, int, int] | None = None
+
+    def read(self) -> str | None:
+        """The file's text if it changed since the last look, else None."""
+        try:
+            st = os.stat(self.path)
+            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+            if stamp == self._last_stat:
+                return None
+            with open(self.path, encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            self._report(f"cannot read config {self.path}: {exc}")
+            self._last_stat = None
+            return None
+        self._last_stat = stamp
+        digest = hashlib.sha256(text.encode()).digest()
+        if digest == self._last_digest:
+            return None
+        return text
+
+    async def check_once(self) -> bool:
+        """Apply the file if it changed and is valid; True if a new config was applied."""
+        text = self.read()
+        if text is None:
+            return False
+        try:
+            config = loads(text, source=self.path)
+        except ConfigError as exc:
+            self._report(f"config rejected, the last good config keeps running: {exc}")
+            self._last_digest = hashlib.sha256(text.encode()).digest()
+            return False
+        self._last_digest = hashlib.sha256(text.encode()).digest()
+        self._last_error = ""
+        started = time.monotonic()
+        await self.stunner.apply(config)
+        logger.info("config %s applied in %.0f ms", self.path, (time.monotonic() - started) * 1e3)
+        return True
+
+    def _report(self, message: str) -> None:
+        if message != self._last_error:
+            logger.error("%s", message)
+            self._last_error = message
+
+    async def run(self) -> None:
+        while True:
+            await self.check_once()
+            await asyncio.sleep(self.interval)

@@ -1,0 +1,250 @@
+"""Listener transports: UDP, TCP and TLS sockets feeding one ``TurnServer``.
+
+``datagram_received`` (UDP) and ``_frame_received`` (TCP/TLS) are the client-to-peer hot path:
+count the frame, and if it is ChannelData forward it with two dict lookups and one ``sendto``.
+No logging, tasks or locks on that path; STUN goes to the server's control path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+import socket
+import ssl
+import struct
+import tempfile
+from collections.abc import Hashable
+
+from .auth import Authenticator
+from .cluster import Admission
+from .config import ListenerConfig
+from .stats import ListenerStats
+from .stun.channel import stream_frame_length
+from .turn import Allocation, ClientEndpoint, TurnServer
+
+logger = logging.getLogger("stunner.listener")
+
+_CHANNEL_HEADER = struct.Struct("!HH").unpack_from
+MAX_STREAM_FRAME = 65535 + 4 + 3
+
+
+def forward_channel_data(
+    allocations: dict[Hashable, Allocation], key: Hashable, data: bytes, stats: ListenerStats
+) -> None:
+    """Relay one ChannelData frame to its peer (RFC 8656 12.5), or drop it silently."""
+    alloc = allocations.get(key)
+    if alloc is None:
+        return
+    channel, length = _CHANNEL_HEADER(data)
+    peer = alloc.channels.get(channel)
+    if peer is None or length > len(data) - 4 or peer[0] not in alloc.permissions:
+        return
+    alloc.relay_transport.sendto(data[4 : 4 + length], peer)  # type: ignore[union-attr]
+    stats.cluster_tx_packets += 1
+    stats.cluster_tx_bytes += length
+
+
+class UdpListenerProtocol(asyncio.DatagramProtocol):
+    def __init__(self, server: TurnServer) -> None:
+        self.server = server
+        self.stats = server.stats
+        self.allocations = server.allocations
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        # Hot path: every datagram counts first, malformed ones included.
+        stats = self.stats
+        stats.rx_packets += 1
+        stats.rx_bytes += len(data)
+        if len(data) >= 4 and data[0] & 0xC0 == 0x40:
+            forward_channel_data(self.allocations, addr, data, stats)
+            return
+        self.server.handle_stun(data, ClientEndpoint(addr, addr, self.transport, False))
+
+    def error_received(self, exc: Exception) -> None:
+        """ICMP errors from clients must not stop the listener."""
+
+
+class StreamConnectionProtocol(asyncio.Protocol):
+    """One TCP or TLS client connection: reframes the byte stream into STUN/ChannelData."""
+
+    def __init__(self, server: TurnServer) -> None:
+        self.server = server
+        self.stats = server.stats
+        self.allocations = server.allocations
+        self.buffer = bytearray()
+        self.endpoint: ClientEndpoint | None = None
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername") or ("0.0.0.0", 0)
+        self.endpoint = ClientEndpoint(self, (peer[0], peer[1]), transport, True)
+        self.stats.connections += 1
+        self.stats.connections_total += 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.stats.connections -= 1
+        self.server.connection_closed(self)
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer
+        buffer += data
+        while len(buffer) >= 4:
+            total = stream_frame_length(buffer)
+            if total == 0 or total > MAX_STREAM_FRAME:
+                # Not STUN or ChannelData: the stream cannot be resynchronised.
+                self.stats.rx_packets += 1
+                self.stats.rx_bytes += len(buffer)
+                buffer.clear()
+                assert self.transport is not None
+                self.transport.close()
+                return
+            if len(buffer) < total:
+                return
+            frame = bytes(buffer[:total])
+            del buffer[:total]
+            self._frame_received(frame)
+
+    def _frame_received(self, frame: bytes) -> None:
+        stats = self.stats
+        stats.rx_packets += 1
+        stats.rx_bytes += len(frame)
+        if frame[0] & 0xC0 == 0x40:
+            forward_channel_data(self.allocations, self, frame, stats)
+            return
+        assert self.endpoint is not None
+        self.server.handle_stun(frame, self.endpoint)
+
+
+def ssl_context(cert_pem: bytes, key_pem: bytes) -> ssl.SSLContext:
+    """A server TLS context from in-memory PEM (the config carries base64 PEM, as upstream)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    with tempfile.TemporaryDirectory() as tmp:
+        cert_path = os.path.join(tmp, "cert.pem")
+        key_path = os.path.join(tmp, "key.pem")
+        with open(cert_path, "wb") as f:
+            f.write(cert_pem)
+        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(key_pem)
+        context.load_cert_chain(cert_path, key_path)
+    return context
+
+
+def decode_pem(value: bytes | str) -> bytes:
+    """Accept PEM, or base64 of PEM as upstream's config carries it."""
+    raw = value.encode() if isinstance(value, str) else value
+    if raw.lstrip().startswith(b"-----BEGIN"):
+        return raw
+    return base64.b64decode(raw)
+
+
+class Listener:
+    """A configured listener: its sockets, its TURN server and its stats object."""
+
+    def __init__(
+        self,
+        config: ListenerConfig,
+        stats: ListenerStats,
+        authenticator: Authenticator,
+        admission: Admission,
+        reuse_port: bool = False,
+    ) -> None:
+        self.config = config
+        self.name = config.name
+        self.stats = stats
+        self.admission = admission
+        self.reuse_port = reuse_port
+        relay_host = config.address
+        self.server = TurnServer(
+            config.name,
+            stats,
+            authenticator,
+            admission.admits,
+            relay_host,
+            config.min_relay_port,
+            config.max_relay_port,
+        )
+        self._udp: asyncio.DatagramTransport | None = None
+        self._tcp: asyncio.Server | None = None
+
+    def __repr__(self) -> str:
+        return f"listener({self.name})"
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        cfg = self.config
+        if cfg.protocol == "UDP":
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if self.reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            try:
+                sock.bind((cfg.address, cfg.port))
+            except OSError:
+                sock.close()
+                raise
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: UdpListenerProtocol(self.server), sock=sock
+            )
+            self._udp = transport
+        elif cfg.protocol in ("TCP", "TLS"):
+            context = ssl_context(cfg.cert, cfg.key) if cfg.protocol == "TLS" else None
+            self._tcp = await loop.create_server(
+                lambda: StreamConnectionProtocol(self.server),
+                cfg.address,
+                cfg.port,
+                ssl=context,
+                reuse_address=True,
+                reuse_port=self.reuse_port or None,
+            )
+        else:
+            raise OSError(f"{cfg.protocol} listeners are not supported by this stunnerd")
+        self.server.start()
+        logger.info(
+            "%r: serving %s on %s:%d (relay ports %d-%d)",
+            self,
+            cfg.protocol,
+            cfg.address,
+            cfg.port,
+            cfg.min_relay_port,
+            cfg.max_relay_port,
+        )
+
+    def stop_accepting(self) -> None:
+        """Graceful shutdown: existing allocations keep relaying, new Allocates get 508."""
+        self.server.accepting = False
+
+    async def stop(self) -> None:
+        self.server.close()
+        if self._udp is not None:
+            self._udp.close()
+            self._udp = None
+        if self._tcp is not None:
+            self._tcp.close()
+            self._tcp = None
+
+    def update_in_place(self, config: ListenerConfig, admission: Admission) -> None:
+        """Apply changes that keep the sockets: routes and relay port range."""
+        self.config = config
+        self.admission = admission
+        self.server.admits = admission.admits
+        self.server.set_relay_ports(config.address, config.min_relay_port, config.max_relay_port)
+        self.server.revoke_unadmitted()
+
+
+def needs_restart(old: ListenerConfig, new: ListenerConfig) -> bool:
+    """Socket-level changes need new sockets; routes and relay ports do not."""
+    return (old.protocol, old.address, old.port, old.cert, old.key) != (
+        new.protocol,
+        new.address,
+        new.port,
+        new.cert,
+        new.key,
+    )

@@ -1,0 +1,498 @@
+"""The TURN server of one listener: STUN dispatch, auth, and the allocation table.
+
+Handlers read like RFC 8656: one ``handle_<method>`` each, numbered comments for its steps. A
+handler returns the response ``Message`` (or None); only ``_respond`` encodes and sends, so
+integrity, fingerprint and tx counting live in one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Any
+
+from .. import constants
+from ..auth import Authenticator
+from ..stats import ListenerStats
+from ..stun import CHANNEL_MAX, CHANNEL_MIN, Address, Class, Message, Method, parse_message
+from .allocation import Allocation
+from .relay import RelayPortAllocator, RelayProtocol
+
+logger = logging.getLogger("stunner.turn")
+
+UDP_PROTOCOL = 17
+FAMILY_IPV4 = 0x01
+NONCE_LIFETIME = 600.0
+SWEEP_INTERVAL = 1.0
+
+REASONS = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    420: "Unknown Attribute",
+    437: "Allocation Mismatch",
+    438: "Stale Nonce",
+    440: "Address Family not Supported",
+    441: "Wrong Credentials",
+    442: "Unsupported Transport Protocol",
+    443: "Peer Address Family Mismatch",
+    486: "Allocation Quota Reached",
+    500: "Server Error",
+    508: "Insufficient Capacity",
+}
+# Errors sent before (or instead of) authentication carry no MESSAGE-INTEGRITY (RFC 8489 9.2.4).
+_UNSIGNED_ERRORS = frozenset({400, 401, 420, 438})
+
+
+class TurnError(Exception):
+    """A request that fails with a TURN error code; turned into an error response."""
+
+    def __init__(self, code: int, reason: str | None = None) -> None:
+        super().__init__(code, reason or REASONS[code])
+        self.code = code
+        self.reason = reason or REASONS[code]
+
+
+@dataclass(slots=True)
+class ClientEndpoint:
+    """Where a request came from and how to answer it."""
+
+    key: Hashable  # the allocation table key: the client address (UDP) or the connection (TCP)
+    addr: Address
+    transport: Any
+    stream: bool
+
+    def send(self, data: bytes) -> None:
+        if self.stream:
+            self.transport.write(data)
+        else:
+            self.transport.sendto(data, self.addr)
+
+
+def error_response(request: Message, code: int, reason: str | None = None) -> Message:
+    response = Message(request.method, Class.ERROR, request.transaction_id)
+    response.attributes["ERROR-CODE"] = (code, reason or REASONS[code])
+    return response
+
+
+def success_response(request: Message, **attributes: Any) -> Message:
+    response = Message(request.method, Class.SUCCESS, request.transaction_id)
+    response.attributes.update({k.replace("_", "-"): v for k, v in attributes.items()})
+    return response
+
+
+def advertised_host(bind_host: str) -> str:
+    """The relay address to tell clients: the bound one, or this host's address if wildcard."""
+    if bind_host not in ("0.0.0.0", ""):
+        return bind_host
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+
+
+class TurnServer:
+    """TURN for one listener. Policy (auth, peer admission) is injected and swappable live."""
+
+    def __init__(
+        self,
+        name: str,
+        stats: ListenerStats,
+        authenticator: Authenticator,
+        admits: Callable[[str], bool],
+        relay_host: str,
+        min_relay_port: int,
+        max_relay_port: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self.stats = stats
+        self.authenticator = authenticator
+        self.admits = admits
+        self.ports = RelayPortAllocator(relay_host, min_relay_port, max_relay_port)
+        self.relay_advertised = advertised_host(relay_host)
+        self.clock = clock
+        self.allocations: dict[Hashable, Allocation] = {}
+        self.accepting = True
+        self._pending: set[Hashable] = set()
+        self._nonce_secret = os.urandom(16)
+        self._sweeper: asyncio.Task[None] | None = None
+        self.on_allocations_empty: Callable[[], None] | None = None
+
+    def __repr__(self) -> str:
+        return f"turn({self.name})"
+
+    # lifecycle
+
+    def start(self) -> None:
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+
+    def close(self) -> None:
+        """Delete every allocation and stop the sweeper (listener removed or restarted)."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for alloc in list(self.allocations.values()):
+            self.delete_allocation(alloc)
+
+    def set_relay_ports(self, host: str, min_port: int, max_port: int) -> None:
+        self.ports = RelayPortAllocator(host, min_port, max_port)
+        self.relay_advertised = advertised_host(host)
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            self.sweep(self.clock())
+
+    def sweep(self, now: float) -> None:
+        for alloc in list(self.allocations.values()):
+            if alloc.expires_at <= now:
+                logger.info("%s: %r expired", self.name, alloc)
+                self.delete_allocation(alloc)
+            else:
+                alloc.expire(now)
+
+    def revoke_unadmitted(self) -> int:
+        """After a cluster change, drop permissions and channels of peers no longer admitted."""
+        revoked = 0
+        for alloc in self.allocations.values():
+            for ip in [ip for ip in alloc.permissions if not self.admits(ip)]:
+                del alloc.permissions[ip]
+                revoked += 1
+            for channel, peer in list(alloc.channels.items()):
+                if not self.admits(peer[0]):
+                    alloc.unbind_channel(channel)
+        return revoked
+
+    # allocation table
+
+    def delete_allocation(self, alloc: Allocation) -> None:
+        if self.allocations.get(alloc.key) is not alloc:
+            return
+        del self.allocations[alloc.key]
+        alloc.close()
+        stats = self.stats
+        stats.allocations -= 1
+        stats.cluster_connections -= 1
+        if not alloc.stream:
+            stats.connections -= 1
+        if not self.allocations and self.on_allocations_empty is not None:
+            self.on_allocations_empty()
+
+    def connection_closed(self, key: Hashable) -> None:
+        """A TCP/TLS client went away: its allocation goes with it."""
+        alloc = self.allocations.get(key)
+        if alloc is not None:
+            self.delete_allocation(alloc)
+
+    # STUN entry point (control path)
+
+    def handle_stun(self, data: bytes, client: ClientEndpoint) -> None:
+        try:
+            message = parse_message(data)
+        except ValueError:
+            return  # malformed input: counted as rx by the listener, then dropped
+        try:
+            self._dispatch(message, client)
+        except Exception:
+            logger.exception("%s: error handling %r from %s", self.name, message, client.addr)
+            if message.msg_class == Class.REQUEST:
+                self._respond(client, message, error_response(message, 500), None)
+
+    def _dispatch(self, message: Message, client: ClientEndpoint) -> None:
+        if message.msg_class == Class.INDICATION:
+            if message.method == Method.SEND:
+                self.handle_send(message, client)
+            return
+        if message.msg_class != Class.REQUEST:
+            return
+        if message.unknown_required:
+            unknown = error_response(message, 420)
+            unknown.attributes["UNKNOWN-ATTRIBUTES"] = list(message.unknown_required)
+            self._respond(client, message, unknown, None)
+            return
+        if message.method == Method.BINDING:
+            self._respond(client, message, self.handle_binding(message, client), None)
+            return
+        handler = self._handlers.get(message.method)
+        if handler is None:
+            self._respond(client, message, error_response(message, 400, "Unknown Method"), None)
+            return
+        auth = self._authenticate(message)
+        if isinstance(auth, Message):
+            self._respond(client, message, auth, None)
+            return
+        username, key = auth
+        if message.method == Method.ALLOCATE:
+            if client.key in self._pending:
+                return  # a retransmission while the relay socket is being set up
+            self._pending.add(client.key)
+            task = asyncio.get_running_loop().create_task(
+                self._allocate_task(message, client, username, key)
+            )
+            task.add_done_callback(lambda _t: self._pending.discard(client.key))
+            return
+        response: Message | None
+        try:
+            response = handler(self, message, client, username)
+        except TurnError as exc:
+            response = error_response(message, exc.code, exc.reason)
+        if response is not None:
+            self._respond(client, message, response, key)
+
+    def _respond(
+        self, client: ClientEndpoint, request: Message, response: Message, key: bytes | None
+    ) -> bytes:
+        code = response.attributes.get("ERROR-CODE", (0,))[0]
+        signing_key = None if code in _UNSIGNED_ERRORS else key
+        data = response.encode(signing_key, fingerprint="FINGERPRINT" in request.attributes)
+        self.send_control(client, data)
+        return data
+
+    def send_control(self, client: ClientEndpoint, data: bytes) -> None:
+        self.stats.tx_packets += 1
+        self.stats.tx_bytes += len(data)
+        client.send(data)
+
+    # long-term credentials (RFC 8489 9.2)
+
+    def make_nonce(self) -> bytes:
+        stamp = f"{int(time.time()):x}"
+        mac = hmac.new(self._nonce_secret, stamp.encode(), hashlib.sha256).hexdigest()[:16]
+        return f"{stamp}-{mac}".encode()
+
+    def nonce_valid(self, nonce: bytes) -> bool:
+        try:
+            stamp, mac = nonce.decode().split("-", 1)
+            issued = int(stamp, 16)
+        except ValueError:
+            return False
+        expected = hmac.new(self._nonce_secret, stamp.encode(), hashlib.sha256).hexdigest()[:16]
+        if not hmac.compare_digest(mac, expected):
+            return False
+        return 0 <= time.time() - issued < NONCE_LIFETIME
+
+    def _challenge(self, request: Message, code: int) -> Message:
+        response = error_response(request, code)
+        response.attributes["REALM"] = self.authenticator.realm
+        response.attributes["NONCE"] = self.make_nonce()
+        return response
+
+    def _authenticate(self, message: Message) -> tuple[str, bytes] | Message:
+        attrs = message.attributes
+        if "MESSAGE-INTEGRITY" not in attrs:
+            # 1. No credentials yet: challenge with REALM and NONCE.
+            return self._challenge(message, 401)
+        if "USERNAME" not in attrs or "REALM" not in attrs or "NONCE" not in attrs:
+            # 2. Integrity without the attributes needed to check it.
+            return error_response(message, 400, "Missing USERNAME, REALM or NONCE")
+        if not self.nonce_valid(attrs["NONCE"]):
+            # 3. Stale or forged nonce: the client retries with the fresh one.
+            return self._challenge(message, 438)
+        username = attrs["USERNAME"]
+        key = self.authenticator.key_for(username)
+        if key is None or attrs["REALM"] != self.authenticator.realm:
+            return self._challenge(message, 401)
+        if not message.check_integrity(key):
+            # 4. Wrong password: same answer as an unknown user.
+            return self._challenge(message, 401)
+        return username, key
+
+    # method handlers
+
+    def handle_binding(self, request: Message, client: ClientEndpoint) -> Message:
+        return success_response(request, XOR_MAPPED_ADDRESS=client.addr)
+
+    def _lifetime(self, request: Message) -> int:
+        """RFC 8656 7.2 step 7: the requested lifetime, clamped to [default, maximum]."""
+        requested: int = request.attributes.get("LIFETIME", constants.DEFAULT_ALLOCATION_LIFETIME)
+        return max(
+            constants.DEFAULT_ALLOCATION_LIFETIME,
+            min(requested, constants.MAX_ALLOCATION_LIFETIME),
+        )
+
+    def _check_allocate(self, request: Message, client: ClientEndpoint) -> bool:
+        """RFC 8656 7.2 steps 2-6; True means 'resend the cached success'."""
+        attrs = request.attributes
+        existing = self.allocations.get(client.key)
+        if existing is not None:
+            # 2. The 5-tuple already has an allocation: a retransmission, or a mismatch.
+            if existing.transaction_id == request.transaction_id:
+                return True
+            raise TurnError(437)
+        if not self.accepting:
+            raise TurnError(508, "Server Shutting Down")
+        # 3. REQUESTED-TRANSPORT must be UDP.
+        if "REQUESTED-TRANSPORT" not in attrs:
+            raise TurnError(400, "Missing REQUESTED-TRANSPORT")
+        if attrs["REQUESTED-TRANSPORT"] != UDP_PROTOCOL:
+            raise TurnError(442)
+        # 4-6. No reservations are kept, so a token can never match; only IPv4 relays.
+        if "RESERVATION-TOKEN" in attrs:
+            if "EVEN-PORT" in attrs:
+                raise TurnError(400, "RESERVATION-TOKEN with EVEN-PORT")
+            raise TurnError(508, "Unknown RESERVATION-TOKEN")
+        family = attrs.get("REQUESTED-ADDRESS-FAMILY", FAMILY_IPV4)
+        if "ADDITIONAL-ADDRESS-FAMILY" in attrs:
+            if "REQUESTED-ADDRESS-FAMILY" in attrs:
+                raise TurnError(400, "Both address family attributes")
+            raise TurnError(440)
+        if family != FAMILY_IPV4:
+            raise TurnError(440)
+        return False
+
+    async def _allocate_task(
+        self, request: Message, client: ClientEndpoint, username: str, key: bytes
+    ) -> None:
+        try:
+            response = await self.handle_allocate(request, client, username)
+        except TurnError as exc:
+            response = error_response(request, exc.code, exc.reason)
+        except Exception:
+            logger.exception("%s: allocate failed for %s", self.name, client.addr)
+            response = error_response(request, 500)
+        if isinstance(response, bytes):
+            self.send_control(client, response)
+            return
+        data = self._respond(client, request, response, key)
+        alloc = self.allocations.get(client.key)
+        if alloc is not None and alloc.transaction_id == request.transaction_id:
+            alloc.response = data
+
+    async def handle_allocate(
+        self, request: Message, client: ClientEndpoint, username: str
+    ) -> Message | bytes:
+        if self._check_allocate(request, client):
+            return self.allocations[client.key].response
+        # 7. Bind a relay socket in the listener's port range.
+        sock = self.ports.bind(even="EVEN-PORT" in request.attributes)
+        if sock is None:
+            raise TurnError(508)
+        alloc = Allocation(
+            client.key, client.addr, client.transport, client.stream, username, self.stats
+        )
+        loop = asyncio.get_running_loop()
+        try:
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: RelayProtocol(alloc), sock=sock
+            )
+        except OSError:
+            sock.close()
+            raise
+        if client.stream and client.transport.is_closing():
+            transport.close()
+            raise TurnError(437, "Connection closed")
+        alloc.relay_transport = transport
+        alloc.relay_addr = (self.relay_advertised, sock.getsockname()[1])
+        alloc.transaction_id = request.transaction_id
+        lifetime = self._lifetime(request)
+        alloc.expires_at = self.clock() + lifetime
+        self.allocations[client.key] = alloc
+        stats = self.stats
+        stats.allocations += 1
+        stats.cluster_connections += 1
+        stats.cluster_connections_total += 1
+        if not client.stream:
+            stats.connections += 1
+            stats.connections_total += 1
+        logger.info("%s: %r created for %s, lifetime %ds", self.name, alloc, username, lifetime)
+        return success_response(
+            request,
+            XOR_RELAYED_ADDRESS=alloc.relay_addr,
+            LIFETIME=lifetime,
+            XOR_MAPPED_ADDRESS=client.addr,
+        )
+
+    def _allocation_for(self, client: ClientEndpoint, username: str) -> Allocation:
+        alloc = self.allocations.get(client.key)
+        if alloc is None:
+            raise TurnError(437)
+        if alloc.username != username:
+            raise TurnError(441)
+        return alloc
+
+    def handle_refresh(self, request: Message, client: ClientEndpoint, username: str) -> Message:
+        alloc = self._allocation_for(client, username)
+        requested = request.attributes.get("LIFETIME", constants.DEFAULT_ALLOCATION_LIFETIME)
+        if requested == 0:
+            # RFC 8656 8.2: lifetime 0 deletes the allocation.
+            self.delete_allocation(alloc)
+            return success_response(request, LIFETIME=0)
+        lifetime = self._lifetime(request)
+        alloc.expires_at = self.clock() + lifetime
+        return success_response(request, LIFETIME=lifetime)
+
+    def _admitted_peer(self, peer: Address) -> None:
+        if ":" in peer[0]:
+            raise TurnError(443)
+        if not self.admits(peer[0]):
+            raise TurnError(403)
+
+    def handle_create_permission(
+        self, request: Message, client: ClientEndpoint, username: str
+    ) -> Message:
+        alloc = self._allocation_for(client, username)
+        peers = request.attributes.get("XOR-PEER-ADDRESS")
+        if not peers:
+            raise TurnError(400, "Missing XOR-PEER-ADDRESS")
+        # RFC 8656 10.2: all peers are admitted, or none is installed.
+        for peer in peers:
+            self._admitted_peer(peer)
+        expires = self.clock() + constants.PERMISSION_LIFETIME
+        for peer in peers:
+            alloc.permissions[peer[0]] = expires
+        return success_response(request)
+
+    def handle_channel_bind(
+        self, request: Message, client: ClientEndpoint, username: str
+    ) -> Message:
+        alloc = self._allocation_for(client, username)
+        attrs = request.attributes
+        channel = attrs.get("CHANNEL-NUMBER")
+        peers = attrs.get("XOR-PEER-ADDRESS")
+        if channel is None or not peers:
+            raise TurnError(400, "Missing CHANNEL-NUMBER or XOR-PEER-ADDRESS")
+        peer = peers[0]
+        # RFC 8656 12.2: number in range, and one peer per channel, one channel per peer.
+        if not CHANNEL_MIN <= channel <= CHANNEL_MAX:
+            raise TurnError(400, "Channel number out of range")
+        bound_peer = alloc.channels.get(channel)
+        if bound_peer is not None and bound_peer != peer:
+            raise TurnError(400, "Channel bound to another peer")
+        bound_channel = alloc.peer_channels.get(peer)
+        if bound_channel is not None and bound_channel != channel:
+            raise TurnError(400, "Peer bound to another channel")
+        self._admitted_peer(peer)
+        now = self.clock()
+        alloc.bind_channel(channel, peer, now + constants.CHANNEL_LIFETIME)
+        alloc.permissions[peer[0]] = now + constants.PERMISSION_LIFETIME
+        return success_response(request)
+
+    def handle_send(self, indication: Message, client: ClientEndpoint) -> None:
+        """RFC 8656 11.2: relay DATA to the peer if permitted, else drop silently."""
+        alloc = self.allocations.get(client.key)
+        attrs = indication.attributes
+        if alloc is None or "DATA" not in attrs or "XOR-PEER-ADDRESS" not in attrs:
+            return
+        peer = attrs["XOR-PEER-ADDRESS"][0]
+        if peer[0] not in alloc.permissions or alloc.relay_transport is None:
+            return
+        payload = attrs["DATA"]
+        alloc.relay_transport.sendto(payload, peer)
+        self.stats.cluster_tx_packets += 1
+        self.stats.cluster_tx_bytes += len(payload)
+
+    _handlers: dict[int, Callable[..., Message | None]] = {
+        Method.ALLOCATE: lambda *a: None,  # asynchronous: see _allocate_task
+        Method.REFRESH: handle_refresh,
+        Method.CREATE_PERMISSION: handle_create_permission,
+        Method.CHANNEL_BIND: handle_channel_bind,
+    }
