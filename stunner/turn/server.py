@@ -111,8 +111,10 @@ class TurnServer:
         min_relay_port: int,
         max_relay_port: int,
         clock: Callable[[], float] = time.monotonic,
+        user_quota: int = 0,
     ) -> None:
         self.name = name
+        self.user_quota = user_quota  # allocations per username on this listener, 0 = no limit
         self.stats = stats
         self.authenticator = authenticator
         self.admits = admits
@@ -319,7 +321,10 @@ class TurnServer:
             min(requested, constants.MAX_ALLOCATION_LIFETIME),
         )
 
-    def _check_allocate(self, request: Message, client: ClientEndpoint) -> bool:
+    def _allocations_of(self, username: str) -> int:
+        return sum(1 for alloc in self.allocations.values() if alloc.username == username)
+
+    def _check_allocate(self, request: Message, client: ClientEndpoint, username: str) -> bool:
         """RFC 8656 7.2 steps 2-6; True means 'resend the cached success'."""
         attrs = request.attributes
         existing = self.allocations.get(client.key)
@@ -330,6 +335,8 @@ class TurnServer:
             raise TurnError(437)
         if not self.accepting:
             raise TurnError(508, "Server Shutting Down")
+        if self.user_quota and self._allocations_of(username) >= self.user_quota:
+            raise TurnError(486)
         # 3. REQUESTED-TRANSPORT must be UDP.
         if "REQUESTED-TRANSPORT" not in attrs:
             raise TurnError(400, "Missing REQUESTED-TRANSPORT")
@@ -370,7 +377,7 @@ class TurnServer:
     async def handle_allocate(
         self, request: Message, client: ClientEndpoint, username: str
     ) -> Message | bytes:
-        if self._check_allocate(request, client):
+        if self._check_allocate(request, client, username):
             return self.allocations[client.key].response
         # 7. Bind a relay socket in the listener's port range.
         sock = self.ports.bind(even="EVEN-PORT" in request.attributes)

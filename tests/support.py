@@ -1,0 +1,203 @@
+"""Shared test helpers: free ports, a UDP echo peer, TLS material, aioice clients, scrapes."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import socket
+import ssl
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aioice.turn import create_turn_endpoint
+from prometheus_client.parser import text_string_to_metric_families
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free for both UDP and TCP on ``host``."""
+    for _ in range(50):
+        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        tcp.bind((host, 0))
+        port = tcp.getsockname()[1]
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            udp.bind((host, port))
+        except OSError:
+            continue
+        finally:
+            udp.close()
+            tcp.close()
+        return int(port)
+    raise RuntimeError("no free port")
+
+
+class EchoPeer(asyncio.DatagramProtocol):
+    """A UDP backend that echoes every datagram and counts what it saw."""
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.received_bytes = 0
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.received += 1
+        self.received_bytes += len(data)
+        assert self.transport is not None
+        self.transport.sendto(data, addr)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self.transport is not None
+        host, port = self.transport.get_extra_info("sockname")[:2]
+        return host, port
+
+    @classmethod
+    async def start(cls, host: str = "127.0.0.1") -> EchoPeer:
+        loop = asyncio.get_running_loop()
+        _, peer = await loop.create_datagram_endpoint(cls, local_addr=(host, 0))
+        return peer
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+def self_signed_cert(directory: Path, host: str = "127.0.0.1") -> tuple[bytes, bytes]:
+    """PEM cert and key for ``host``, made at test time."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "stunner-test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    (directory / "cert.pem").write_bytes(cert_pem)
+    return cert_pem, key_pem
+
+
+def client_ssl_context(cert_pem: bytes) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cadata=cert_pem.decode())
+    ctx.check_hostname = False
+    return ctx
+
+
+@dataclass
+class TurnClient:
+    """One aioice TURN allocation and the echoes it got back."""
+
+    transport: asyncio.DatagramTransport
+    received: list[bytes] = field(default_factory=list)
+
+    @classmethod
+    async def connect(
+        cls,
+        server: tuple[str, int],
+        protocol: str,
+        username: str = "user1",
+        password: str = "pass1",
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> TurnClient:
+        received: list[bytes] = []
+
+        class Receiver(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+                received.append(data)
+
+        transport, _ = await create_turn_endpoint(
+            Receiver,
+            server,
+            username=username,
+            password=password,
+            transport="udp" if protocol == "UDP" else "tcp",
+            ssl=ssl_context if protocol == "TLS" else False,
+        )
+        return cls(transport, received)
+
+    async def send_and_wait(
+        self, peer: tuple[str, int], count: int, size: int, timeout: float = 10.0
+    ) -> None:
+        """Send ``count`` datagrams of ``size`` bytes; wait until every echo is back."""
+        start = len(self.received)
+        for i in range(count):
+            self.transport.sendto(bytes([i % 256]) * size, peer)
+            await asyncio.sleep(0)
+        await wait_for(lambda: len(self.received) - start >= count, timeout)
+
+    @property
+    def protocol(self) -> Any:
+        """aioice's inner TURN client protocol (for raw ChannelBind and the like)."""
+        return self.transport._TurnTransport__inner_protocol  # type: ignore[attr-defined]
+
+    async def close(self) -> None:
+        self.transport.close()
+        # aioice deletes the allocation (Refresh lifetime 0) in the background.
+        await asyncio.sleep(0)
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise TimeoutError("condition not met before the deadline")
+        await asyncio.sleep(0.01)
+
+
+def scrape(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return str(response.read().decode())
+
+
+async def scrape_async(url: str) -> str:
+    """Scrape from a worker thread: the in-process metrics server runs on this loop."""
+    return await asyncio.to_thread(scrape, url)
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Exposition text to {(sample name, sorted labels): value}."""
+    out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+def value(
+    scraped: dict[tuple[str, tuple[tuple[str, str], ...]], float],
+    name: str,
+    listener: str,
+    direction: str | None = None,
+) -> float:
+    labels = {"name": listener}
+    if direction is not None:
+        labels["direction"] = direction
+    return scraped[(name, tuple(sorted(labels.items())))]
