@@ -32,6 +32,7 @@ class Cluster:
         self.config = config
         self.name = config.name
         self._hosts: frozenset[str] = frozenset()
+        self._by_name: dict[str, set[str]] = {}  # STRICT_DNS: last good answer per name
         self._networks: tuple[IPNetwork, ...] = ()
         if config.type == "STATIC":
             self._set_endpoints(config.endpoints)
@@ -76,7 +77,7 @@ class Cluster:
     async def resolve_once(self) -> None:
         loop = asyncio.get_running_loop()
         resolved: dict[str, set[str]] = {}
-        previous = getattr(self, "_by_name", {})
+        previous = self._by_name
         for name in self.config.endpoints:
             try:
                 infos = await loop.getaddrinfo(name, None, type=socket.SOCK_DGRAM)

@@ -32,6 +32,7 @@ from .config import (
 from .health import Health
 from .httpd import HttpServer, Response
 from .listener import Listener, needs_restart
+from .logs import setup_logging
 from .stats import ListenerStats
 from .telemetry import build_registry, exposition
 
@@ -49,8 +50,9 @@ def make_authenticator(auth: AuthConfig) -> Authenticator:
 class Stunner:
     """One stunnerd instance: listeners, clusters, auth, and the admin servers."""
 
-    def __init__(self, reuse_port: bool = False) -> None:
+    def __init__(self, reuse_port: bool = False, follow_loglevel: bool = False) -> None:
         self.config: StunnerConfig | None = None
+        self.follow_loglevel = follow_loglevel  # False when -l/-v fixed the levels
         self.reuse_port = reuse_port
         self.listeners: dict[str, Listener] = {}
         self.stats: dict[str, ListenerStats] = {}
@@ -76,6 +78,8 @@ class Stunner:
         """Make the running state match ``new``, changing only what differs."""
         old = self.config or StunnerConfig()
         change = diff(old, new)
+        if self.follow_loglevel and (change.loglevel_changed or self.config is None):
+            setup_logging(new.admin.loglevel)
         for warning in warnings(new):
             logger.warning("config: %s", warning)
 

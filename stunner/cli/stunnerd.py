@@ -16,6 +16,7 @@ from typing import Any
 from .. import __version__, constants
 from ..config import ConfigError, StunnerConfig, from_uri, load, parse_loglevel
 from ..daemon import ConfigWatcher, Stunner
+from ..logs import setup_logging
 from ._args import OneLineParser
 
 logger = logging.getLogger("stunner")
@@ -40,21 +41,10 @@ def build_parser() -> OneLineParser:
     return parser
 
 
-def setup_logging(spec: str) -> None:
-    """Apply a "scope:LEVEL,..." spec; scope "all" is the root, others are stunner.<scope>."""
-    levels = parse_loglevel(spec, field="--log")
-    root = logging.getLogger()
-    if not root.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
-        root.addHandler(handler)
-    for scope, level in levels.items():
-        target = root if scope == "all" else logging.getLogger(f"stunner.{scope}")
-        target.setLevel(level)
-
-
-async def run(config: StunnerConfig | None, path: str | None, watch: bool, grace: float) -> int:
-    stunner = Stunner()
+async def run(
+    config: StunnerConfig | None, path: str | None, watch: bool, grace: float, log_fixed: bool
+) -> int:
+    stunner = Stunner(follow_loglevel=not log_fixed)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     graceful = True
@@ -131,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stunnerd: config is valid ({len(config.listeners) if config else 0} listeners)")
         return 0
     try:
-        return _run_loop(run(config, args.config, args.watch, args.grace_period))
+        return _run_loop(
+            run(config, args.config, args.watch, args.grace_period, log_spec is not None)
+        )
     except KeyboardInterrupt:
         return 130
 

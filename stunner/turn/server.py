@@ -31,6 +31,8 @@ UDP_PROTOCOL = 17
 FAMILY_IPV4 = 0x01
 NONCE_LIFETIME = 600.0
 SWEEP_INTERVAL = 1.0
+IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)
+IP_PMTUDISC_DO = getattr(socket, "IP_PMTUDISC_DO", 2)
 
 REASONS = {
     400: "Bad Request",
@@ -383,6 +385,9 @@ class TurnServer:
         sock = self.ports.bind(even="EVEN-PORT" in request.attributes)
         if sock is None:
             raise TurnError(508)
+        if "DONT-FRAGMENT" in request.attributes:
+            # RFC 8656 7.2: relay with the DF bit set; Linux sets it per socket.
+            sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)
         alloc = Allocation(
             client.key, client.addr, client.transport, client.stream, username, self.stats
         )

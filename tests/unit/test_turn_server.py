@@ -206,6 +206,14 @@ async def test_short_lifetime_is_raised_to_default(server: TurnServer) -> None:
     assert response.attributes["LIFETIME"] == 600
 
 
+async def test_dont_fragment_sets_df_on_the_relay_socket(server: TurnServer) -> None:
+    await Client(server).allocate(DONT_FRAGMENT=True)
+    relay = server.allocations[CLIENT].relay_transport
+    assert relay is not None
+    sock = relay.get_extra_info("socket")
+    assert sock.getsockopt(socket.IPPROTO_IP, 10) == 2  # IP_MTU_DISCOVER == IP_PMTUDISC_DO
+
+
 async def test_even_port(server: TurnServer) -> None:
     response = await Client(server).allocate(EVEN_PORT=0)
     assert response.attributes["XOR-RELAYED-ADDRESS"][1] % 2 == 0

@@ -1,0 +1,115 @@
+"""The Collector on a fresh registry: names, types, labels, HELP strings, exact values."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from stunner.stats import FIELDS, ListenerStats
+from stunner.telemetry import FAMILIES, StunnerCollector, build_registry
+
+EXPECTED_HELP = {
+    "stunner_listener_connections": "Number of active downstream connections at a listener.",
+    "stunner_listener_connections_total": "Number of downstream connections at a listener.",
+    "stunner_listener_packets_total": "Number of datagrams sent or received at a listener.",
+    "stunner_listener_bytes_total": "Number of bytes sent or received at a listener.",
+    "stunner_cluster_connections": "Number of active upstream connections on behalf of a listener",
+    "stunner_cluster_connections_total": "Number of upstream connections on behalf of a listener.",
+    "stunner_cluster_packets_total": (
+        "Number of datagrams sent to backends or received from backends on behalf of a listener"
+    ),
+    "stunner_cluster_bytes_total": (
+        "Number of bytes sent to backends or received from backends on behalf of a listener."
+    ),
+    "stunner_allocations_active": "Number of active allocations.",
+}
+
+
+def numbered_stats(offset: int) -> ListenerStats:
+    stats = ListenerStats()
+    for i, field in enumerate(FIELDS):
+        setattr(stats, field, offset + i)
+    return stats
+
+
+def test_families_types_help_and_values() -> None:
+    a, b = numbered_stats(100), numbered_stats(200)
+    registry = CollectorRegistry()
+    registry.register(StunnerCollector(lambda: [("ns/gw/udp", a), ("ns/gw/tcp", b)]))
+    text = generate_latest(registry).decode()
+    for name, help_text in EXPECTED_HELP.items():
+        base = name.removesuffix("_total")
+        assert f"# HELP {name} {help_text}\n" in text or f"# HELP {base} {help_text}\n" in text
+    types = {
+        line.split()[2]: line.split()[3] for line in text.splitlines() if line.startswith("# TYPE")
+    }
+    assert types == {
+        "stunner_listener_connections": "gauge",
+        "stunner_listener_connections_total": "counter",
+        "stunner_listener_packets_total": "counter",
+        "stunner_listener_bytes_total": "counter",
+        "stunner_cluster_connections": "gauge",
+        "stunner_cluster_connections_total": "counter",
+        "stunner_cluster_packets_total": "counter",
+        "stunner_cluster_bytes_total": "counter",
+        "stunner_allocations_active": "gauge",
+    }
+    get = registry.get_sample_value
+    assert (
+        get("stunner_listener_packets_total", {"name": "ns/gw/udp", "direction": "rx"})
+        == a.rx_packets
+    )
+    assert (
+        get("stunner_listener_packets_total", {"name": "ns/gw/udp", "direction": "tx"})
+        == a.tx_packets
+    )
+    assert (
+        get("stunner_cluster_bytes_total", {"name": "ns/gw/tcp", "direction": "rx"})
+        == b.cluster_rx_bytes
+    )
+    assert (
+        get("stunner_cluster_bytes_total", {"name": "ns/gw/tcp", "direction": "tx"})
+        == b.cluster_tx_bytes
+    )
+    assert get("stunner_listener_connections", {"name": "ns/gw/tcp"}) == b.connections
+    assert (
+        get("stunner_cluster_connections_total", {"name": "ns/gw/udp"})
+        == a.cluster_connections_total
+    )
+    assert get("stunner_allocations_active", {"name": "ns/gw/udp"}) == a.allocations
+    assert "_created" not in text
+    # Per listener: 5 single-series families + 4 families x 2 directions.
+    series = [line for line in text.splitlines() if line.startswith("stunner_")]
+    assert len(series) == 2 * (5 + 4 * 2)
+
+
+def test_every_stats_field_is_exported_once() -> None:
+    used: list[str] = []
+    for _, _, _, field in FAMILIES:
+        used.extend(field if isinstance(field, tuple) else [field])
+    assert sorted(used) == sorted(FIELDS)
+
+
+def test_new_listener_series_start_at_zero() -> None:
+    registry = CollectorRegistry()
+    registry.register(StunnerCollector(lambda: [("l", ListenerStats())]))
+    assert (
+        registry.get_sample_value("stunner_listener_bytes_total", {"name": "l", "direction": "tx"})
+        == 0
+    )
+
+
+def test_full_registry_has_process_and_python_metrics() -> None:
+    text = generate_latest(build_registry(lambda: [])).decode()
+    for name in (
+        "process_cpu_seconds_total",
+        "process_open_fds",
+        "process_virtual_memory_bytes",
+        "process_resident_memory_bytes",
+        "python_gc_objects_collected_total",
+        "python_info",
+        "python_threads",
+        "python_asyncio_tasks",
+        "python_memory_allocated_blocks",
+    ):
+        assert f"\n{name}" in text, name
+    assert "_created" not in text
