@@ -21,6 +21,7 @@ from .cluster import Admission, Cluster
 from .config import (
     AuthConfig,
     ClusterConfig,
+    ConfigDiff,
     ConfigError,
     ListenerConfig,
     StunnerConfig,
@@ -34,7 +35,7 @@ from .httpd import HttpServer, Response
 from .listener import Listener, needs_restart
 from .logs import setup_logging
 from .stats import ListenerStats
-from .telemetry import build_registry, exposition
+from .telemetry import StatsSource, build_registry, exposition
 
 logger = logging.getLogger("stunner.daemon")
 
@@ -48,18 +49,31 @@ def make_authenticator(auth: AuthConfig) -> Authenticator:
 
 
 class Stunner:
-    """One stunnerd instance: listeners, clusters, auth, and the admin servers."""
+    """One stunnerd instance: listeners, clusters, auth, and the admin servers.
 
-    def __init__(self, reuse_port: bool = False, follow_loglevel: bool = False) -> None:
+    With worker processes, the supervisor runs only the admin part (metrics summed from the
+    workers through ``stats_source``) and each worker only the data plane.
+    """
+
+    def __init__(
+        self,
+        reuse_port: bool = False,
+        follow_loglevel: bool = False,
+        data_plane: bool = True,
+        admin: bool = True,
+        stats_source: StatsSource | None = None,
+    ) -> None:
         self.config: StunnerConfig | None = None
         self.follow_loglevel = follow_loglevel  # False when -l/-v fixed the levels
         self.reuse_port = reuse_port
+        self.data_plane = data_plane
+        self.admin = admin
         self.listeners: dict[str, Listener] = {}
         self.stats: dict[str, ListenerStats] = {}
         self.clusters: dict[str, Cluster] = {}
         self.authenticator: Authenticator | None = None
         self.health = Health()
-        self.registry = build_registry(self.iter_stats)
+        self.registry = build_registry(stats_source or self.iter_stats)
         self.metrics_server: HttpServer | None = None
         self.health_server: HttpServer | None = None
         self._metrics_url = ""
@@ -82,7 +96,14 @@ class Stunner:
             setup_logging(new.admin.loglevel)
         for warning in warnings(new):
             logger.warning("config: %s", warning)
+        if self.data_plane:
+            await self._reconcile_data_plane(change, new)
+        self.config = new
+        if self.admin:
+            await self._reconcile_admin(new)
+        self.health.ready = True
 
+    async def _reconcile_data_plane(self, change: ConfigDiff, new: StunnerConfig) -> None:
         if change.auth_changed or self.authenticator is None:
             self.authenticator = make_authenticator(new.auth)
             for lis in self.listeners.values():
@@ -121,10 +142,6 @@ class Stunner:
         if clusters_changed:
             for lis in self.listeners.values():
                 lis.server.revoke_unadmitted()
-
-        self.config = new
-        await self._reconcile_admin(new)
-        self.health.ready = True
 
     def _admission(self, cfg: ListenerConfig) -> Admission:
         return Admission(self.clusters, cfg.routes)

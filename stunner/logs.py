@@ -10,9 +10,9 @@ from .config import parse_loglevel
 FORMAT = "%(asctime)s %(name)s %(levelname)s: %(message)s"
 
 
-def setup_logging(spec: str) -> None:
+def setup_logging(spec: str, field: str = "loglevel") -> None:
     """Apply a level spec; scopes other than "all" are the loggers ``stunner.<scope>``."""
-    levels = parse_loglevel(spec, field="loglevel")
+    levels = parse_loglevel(spec, field=field)
     root = logging.getLogger()
     if not root.handlers:
         handler = logging.StreamHandler(sys.stderr)

@@ -2,10 +2,12 @@
 
 stunnerd -c /etc/stunnerd/stunnerd.conf -w
 stunnerd turn://user:pass@127.0.0.1:3478?transport=udp
+stunnerd -c stunnerd.conf -w --workers 2
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import signal
@@ -14,9 +16,10 @@ from collections.abc import Coroutine
 from typing import Any
 
 from .. import __version__, constants
-from ..config import ConfigError, StunnerConfig, from_uri, load, parse_loglevel
+from ..config import ConfigError, StunnerConfig, from_uri, load
 from ..daemon import ConfigWatcher, Stunner
 from ..logs import setup_logging
+from ..workers import WorkerPool, publish_stats
 from ._args import OneLineParser
 
 logger = logging.getLogger("stunner")
@@ -37,44 +40,94 @@ def build_parser() -> OneLineParser:
         metavar="SECONDS",
         help="on SIGTERM, how long to let allocations drain (default %(default)s)",
     )
+    parser.add_argument(
+        "--workers",
+        "--udp-thread-num",
+        type=int,
+        default=1,
+        metavar="N",
+        help="data-plane processes sharing each listener port (default 1)",
+    )
+    parser.add_argument("--worker-fd", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--version", action="version", version=f"stunnerd {__version__}")
     return parser
 
 
-async def run(
-    config: StunnerConfig | None, path: str | None, watch: bool, grace: float, log_fixed: bool
-) -> int:
-    stunner = Stunner(follow_loglevel=not log_fixed)
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    graceful = True
+class StopSignals:
+    """SIGTERM asks for a graceful drain, SIGINT for an immediate exit."""
 
-    def on_sigterm() -> None:
-        logger.info("SIGTERM: draining")
-        stop.set()
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.signal = signal.SIGTERM
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._stop, signal.SIGTERM)
+        loop.add_signal_handler(signal.SIGINT, self._stop, signal.SIGINT)
 
-    def on_sigint() -> None:
-        nonlocal graceful
-        logger.info("SIGINT: exiting now")
-        graceful = False
-        stop.set()
+    def _stop(self, sig: signal.Signals) -> None:
+        if self.event.is_set() and sig == signal.SIGTERM:
+            return
+        logger.info("%s: %s", sig.name, "draining" if sig == signal.SIGTERM else "exiting now")
+        self.signal = sig
+        self.event.set()
 
-    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
-    loop.add_signal_handler(signal.SIGINT, on_sigint)
-    watcher_task: asyncio.Task[None] | None = None
+    @property
+    def graceful(self) -> bool:
+        return self.signal == signal.SIGTERM
+
+
+def worker_args(args: argparse.Namespace) -> list[str]:
+    """The command line a worker needs: the same config, without the admin servers."""
+    out = [args.uri] if args.uri else ["-c", args.config]
+    if args.watch:
+        out.append("-w")
+    if args.log or args.verbose:
+        out += ["-l", "all:DEBUG" if args.verbose else args.log]
+    return [*out, "--grace-period", str(args.grace_period)]
+
+
+async def run(args: argparse.Namespace, config: StunnerConfig | None, log_fixed: bool) -> int:
+    stops = StopSignals()
+    pool: WorkerPool | None = None
+    if args.workers > 1:
+
+        def listener_names() -> list[str]:
+            return [lis.name for lis in (stunner.config.listeners if stunner.config else ())]
+
+        pool = WorkerPool(args.workers, worker_args(args), listener_names)
+        stunner = Stunner(
+            follow_loglevel=not log_fixed, data_plane=False, stats_source=pool.aggregate
+        )
+        stunner.health.gate = lambda: pool is not None and pool.ready
+    else:
+        worker = args.worker_fd is not None
+        stunner = Stunner(reuse_port=worker, follow_loglevel=not log_fixed, admin=not worker)
+    tasks: list[asyncio.Task[None]] = []
     if config is not None:
         await stunner.apply(config)
-    if watch and path is not None:
-        watcher = ConfigWatcher(path, stunner)
+    if args.watch:
+        watcher = ConfigWatcher(args.config, stunner)
         if config is not None:
             watcher.read()  # remember the file as already applied
-        watcher_task = asyncio.create_task(watcher.run())
-    await stop.wait()
-    if watcher_task is not None:
-        watcher_task.cancel()
-    if graceful:
-        await stunner.drain(grace)
+        tasks.append(asyncio.create_task(watcher.run()))
+    if pool is not None:
+        await pool.start()
+    publisher: asyncio.Task[None] | None = None
+    if args.worker_fd is not None:
+        publisher = asyncio.create_task(
+            publish_stats(stunner.iter_stats, args.worker_fd, stops.event.set)
+        )
+    await stops.event.wait()
+    for task in tasks:
+        task.cancel()
+    stunner.health.ready = False
+    if pool is not None:
+        await pool.stop(stops.signal)
+    elif stops.graceful:
+        await stunner.drain(args.grace_period)
     await stunner.close()
+    if publisher is not None:
+        publisher.cancel()
+        await asyncio.gather(publisher, return_exceptions=True)
     return 0
 
 
@@ -95,8 +148,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("-w needs -c FILE")
     if args.grace_period < 0:
         parser.error("--grace-period must not be negative")
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
     config: StunnerConfig | None = None
+    log_spec = "all:DEBUG" if args.verbose else args.log
     try:
+        if log_spec is not None:
+            setup_logging(log_spec, field="--log")
         if args.uri is not None:
             config = from_uri(args.uri)
         elif not args.watch:
@@ -109,8 +167,8 @@ def main(argv: list[str] | None = None) -> int:
                     raise
                 # With -w a missing or bad file is waited for and fixed live.
                 sys.stderr.write(f"stunnerd: waiting for a valid config: {exc}\n")
-        log_spec = "all:DEBUG" if args.verbose else (args.log or None)
-        setup_logging(log_spec or (config.admin.loglevel if config else constants.DEFAULT_LOGLEVEL))
+        if log_spec is None:
+            setup_logging(config.admin.loglevel if config else constants.DEFAULT_LOGLEVEL)
     except ConfigError as exc:
         sys.stderr.write(f"stunnerd: error: {exc}\n")
         return 1
@@ -121,9 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stunnerd: config is valid ({len(config.listeners) if config else 0} listeners)")
         return 0
     try:
-        return _run_loop(
-            run(config, args.config, args.watch, args.grace_period, log_spec is not None)
-        )
+        return _run_loop(run(args, config, log_spec is not None))
     except KeyboardInterrupt:
         return 130
 
