@@ -1,0 +1,94 @@
+"""``stunnerd --workers 2``: one metrics endpoint summing both workers, exactly, across restarts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.integration.test_cli import Daemon, http_status, wait_until
+from tests.support import EchoPeer, TurnClient, samples, scrape_async, value, wait_for
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="Linux only")
+
+
+def socket_count(pid: int) -> int:
+    fds = Path(f"/proc/{pid}/fd")
+    return sum(1 for fd in fds.iterdir() if os.readlink(fd).startswith("socket:"))
+
+
+def children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, timeout=10)
+    return sorted(int(p) for p in out.stdout.split())
+
+
+async def test_two_workers_sum_exactly_and_survive_a_worker_crash(tmp_path: Path) -> None:
+    daemon = Daemon(tmp_path)
+    echo = await EchoPeer.start()
+    metrics = f"http://127.0.0.1:{daemon.metrics_port}/metrics"
+    clients: list[TurnClient] = []
+    try:
+        daemon.start("--workers", "2")
+        assert daemon.proc is not None
+        workers = children(daemon.proc.pid)
+        assert len(workers) == 2
+        # Eight clients from distinct source ports: SO_REUSEPORT spreads them over the workers.
+        for _ in range(8):
+            client = await TurnClient.connect(("127.0.0.1", daemon.udp_port), "UDP")
+            await client.send_and_wait(echo.address, 10, 50)
+            clients.append(client)
+
+        async def scraped(name: str, direction: str | None = None) -> float:
+            return value(samples(await scrape_async(metrics)), name, "udp", direction)
+
+        async def settled(name: str, expected: float, direction: str | None = None) -> None:
+            for _ in range(100):
+                if await scraped(name, direction) == expected:
+                    return
+                await wait_for(lambda: True, 0.05)
+            assert await scraped(name, direction) == expected
+
+        await settled("stunner_cluster_packets_total", 80, "tx")
+        await settled("stunner_cluster_bytes_total", 4000, "rx")
+        await settled("stunner_allocations_active", 8)
+        await settled("stunner_listener_connections_total", 8)
+
+        # Kill the worker holding more relay sockets (so at least 4 of the 8 allocations):
+        # its counters stay in the sum, its allocations leave the gauges.
+        victim = max(workers, key=socket_count)
+        os.kill(victim, signal.SIGKILL)
+
+        def replaced() -> bool:
+            assert daemon.proc is not None
+            kids = children(daemon.proc.pid)
+            return len(kids) == 2 and victim not in kids
+
+        wait_until(replaced, 15)
+        assert await scraped("stunner_cluster_packets_total", "tx") == 80
+        assert await scraped("stunner_listener_connections_total") == 8
+        assert await scraped("stunner_allocations_active") <= 4
+        wait_until(lambda: http_status(daemon.url("/ready")) == 200, 15)
+    finally:
+        for client in clients:
+            client.transport.close()
+        echo.close()
+        daemon.stop()
+        for pid in children(daemon.proc.pid) if daemon.proc else []:
+            os.kill(pid, signal.SIGKILL)
+
+
+async def test_workers_drain_on_sigterm(tmp_path: Path) -> None:
+    daemon = Daemon(tmp_path)
+    try:
+        daemon.start("--workers", "2")
+        assert daemon.proc is not None
+        workers = children(daemon.proc.pid)
+        daemon.proc.send_signal(signal.SIGTERM)
+        daemon.proc.wait(timeout=15)
+        assert daemon.proc.returncode == 0
+        assert all(not Path(f"/proc/{pid}").exists() for pid in workers)
+    finally:
+        daemon.stop()
