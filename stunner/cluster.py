@@ -8,14 +8,42 @@ import asyncio
 import ipaddress
 import logging
 import socket
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from .config import ClusterConfig
 
 logger = logging.getLogger("stunner.cluster")
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 DNS_REFRESH_INTERVAL = 5.0
+
+# Peers in these ranges are refused unless a cluster names them explicitly: loopback,
+# link-local (cloud metadata at 169.254.169.254), multicast, "this network", reserved and
+# broadcast. A catch-all such as 0.0.0.0/0 does not name them.
+SPECIAL_NETWORKS: tuple[IPNetwork, ...] = tuple(
+    ipaddress.ip_network(net)
+    for net in (
+        "0.0.0.0/8",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "224.0.0.0/4",
+        "240.0.0.0/4",
+        "::/128",
+        "::1/128",
+        "fe80::/10",
+        "ff00::/8",
+        "::ffff:0:0/96",
+    )
+)
+
+
+def special_network(addr: IPAddress) -> IPNetwork | None:
+    """The special range ``addr`` falls in, if any."""
+    for net in SPECIAL_NETWORKS:
+        if addr.version == net.version and addr in net:
+            return net
+    return None
 
 
 def _parse_ip(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -49,6 +77,15 @@ class Cluster:
                 networks.append(net)
         self._hosts = frozenset(hosts)
         self._networks = tuple(networks)
+
+    def names_explicitly(self, addr: IPAddress, special: IPNetwork) -> bool:
+        """Listed as a host, or inside a CIDR that itself lies within ``special``."""
+        if str(addr) in self._hosts:
+            return True
+        return any(
+            net.version == special.version and addr in net and net.subnet_of(special)  # type: ignore[arg-type]
+            for net in self._networks
+        )
 
     def contains(self, ip: str) -> bool:
         if ip in self._hosts:
@@ -106,15 +143,34 @@ class Cluster:
 
 
 class Admission:
-    """Peer admission for one listener: the peer must be in a cluster the listener routes to."""
+    """Peer admission for one listener: the peer must be in a cluster the listener routes to.
 
-    def __init__(self, clusters: dict[str, Cluster], routes: Iterable[str]) -> None:
+    Special addresses (``SPECIAL_NETWORKS``) and the relay's own addresses need a cluster that
+    names them explicitly, so that a broad CIDR never opens loopback, cloud metadata or the
+    relay itself to clients.
+    """
+
+    def __init__(
+        self,
+        clusters: dict[str, Cluster],
+        routes: Iterable[str],
+        own_addresses: Collection[str] = (),
+    ) -> None:
         self._clusters = clusters
         self.routes = tuple(routes)
+        self.own_addresses = own_addresses  # shared and kept current by the daemon
 
     def admits(self, ip: str) -> bool:
+        addr = _parse_ip(ip)
+        if addr is None:
+            return False
+        special = special_network(addr)
+        if special is None and ip in self.own_addresses:
+            special = ipaddress.ip_network(ip)
         for route in self.routes:
             cluster = self._clusters.get(route)
-            if cluster is not None and cluster.contains(ip):
+            if cluster is None:
+                continue
+            if cluster.names_explicitly(addr, special) if special else cluster.contains(ip):
                 return True
         return False

@@ -48,11 +48,33 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    """Abuse limits, a stunner extension under ``admin.limits``; 0 means no limit.
+
+    The defaults keep a public relay safe without getting in a WebRTC client's way
+    (docs/security.md explains each).
+    """
+
+    allocations_total: int = 50000
+    allocations_per_listener: int = 0
+    permissions_per_allocation: int = 64
+    channels_per_allocation: int = 64
+    nonce_lifetime: int = 600
+    tcp_connections_per_source: int = 128
+    tcp_idle_timeout: int = 60
+    tls_handshake_timeout: int = 10
+    max_message_size: int = 8192
+    udp_amplification_guard: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class AdminConfig:
     name: str = c.DEFAULT_STUNNERD_NAME
     loglevel: str = c.DEFAULT_LOGLEVEL
     metrics_endpoint: str = ""  # "" = no metrics server
     healthcheck_endpoint: str | None = c.DEFAULT_HEALTHCHECK_ENDPOINT  # None = disabled
+    user_quota: int = 0  # allocations per username, upstream's field; 0 = no limit
+    limits: LimitsConfig = LimitsConfig()
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -304,7 +326,26 @@ _LISTENER_PROTOCOLS: Mapping[str, ListenerProtocol] = {
 _CLUSTER_TYPES: Mapping[str, ClusterType] = {"static": "STATIC", "strict_dns": "STRICT_DNS"}
 _CLUSTER_PROTOCOLS: Mapping[str, str] = {"udp": "udp", "tcp": "tcp"}
 
-_ADMIN_KEYS = ("name", "loglevel", "metrics_endpoint", "healthcheck_endpoint")
+_ADMIN_KEYS = (
+    "name",
+    "loglevel",
+    "metrics_endpoint",
+    "healthcheck_endpoint",
+    "user_quota",
+    "limits",
+)
+# (field, lowest, highest) of each integer limit; 0 is allowed where it means "no limit".
+_LIMIT_RANGES: Mapping[str, tuple[int, int]] = {
+    "allocations_total": (0, 10_000_000),
+    "allocations_per_listener": (0, 10_000_000),
+    "permissions_per_allocation": (0, 65536),
+    "channels_per_allocation": (0, 4096),
+    "nonce_lifetime": (10, 86400),
+    "tcp_connections_per_source": (0, 1_000_000),
+    "tcp_idle_timeout": (0, 86400),
+    "tls_handshake_timeout": (1, 600),
+    "max_message_size": (548, 65539),
+}
 _AUTH_KEYS = ("type", "realm", "credentials")
 _CREDENTIAL_KEYS = ("username", "password", "secret")
 _LISTENER_KEYS = (
@@ -326,6 +367,40 @@ _CLUSTER_KEYS = ("name", "type", "protocol", "endpoints")
 _TOP_KEYS = ("version", "admin", "auth", "listeners", "clusters")
 
 
+def _get_int(sec: Mapping[str, Any], path: str, key: str, default: int, low: int, high: int) -> int:
+    value = sec.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(f"{_join(path, key)}: must be an integer {low}-{high}, got {value!r}")
+    return value
+
+
+def _limits(data: object) -> LimitsConfig:
+    path = "admin.limits"
+    keys = (*_LIMIT_RANGES, "udp_amplification_guard")
+    sec = _section(data, path, keys)
+    defaults = LimitsConfig()
+    ints = {
+        key: _get_int(sec, path, key, getattr(defaults, key), low, high)
+        for key, (low, high) in _LIMIT_RANGES.items()
+    }
+    guard = sec.get("udp_amplification_guard", defaults.udp_amplification_guard)
+    if not isinstance(guard, bool):
+        raise ConfigError(f"{path}.udp_amplification_guard: must be true or false, got {guard!r}")
+    return LimitsConfig(**ints, udp_amplification_guard=guard)
+
+
+def _limits_dict(limits: LimitsConfig) -> dict[str, Any]:
+    """Only the limits that differ from the defaults, so rendered configs stay upstream-like."""
+    defaults = LimitsConfig()
+    return {
+        key: getattr(limits, key)
+        for key in (*_LIMIT_RANGES, "udp_amplification_guard")
+        if getattr(limits, key) != getattr(defaults, key)
+    }
+
+
 def _admin(data: object) -> AdminConfig:
     sec = _section(data, "admin", _ADMIN_KEYS)
     loglevel = _get_str(sec, "admin", "loglevel", c.DEFAULT_LOGLEVEL)
@@ -343,6 +418,8 @@ def _admin(data: object) -> AdminConfig:
         loglevel=loglevel,
         metrics_endpoint=metrics,
         healthcheck_endpoint=health,
+        user_quota=_get_int(sec, "admin", "user_quota", 0, 0, 10_000_000),
+        limits=_limits(sec.get("limits")),
     )
 
 
@@ -712,6 +789,8 @@ def to_dict(config: StunnerConfig) -> dict[str, Any]:
             "loglevel": config.admin.loglevel,
             "metrics_endpoint": config.admin.metrics_endpoint,
             "healthcheck_endpoint": config.admin.healthcheck_endpoint or "",
+            **({"user_quota": config.admin.user_quota} if config.admin.user_quota else {}),
+            **({"limits": limits} if (limits := _limits_dict(config.admin.limits)) else {}),
         },
         "auth": {"type": auth.type, "realm": auth.realm, "credentials": creds},
         "listeners": [_listener_dict(lis) for lis in config.listeners],
@@ -739,6 +818,7 @@ class ConfigDiff:
     metrics_endpoint_changed: bool = False
     healthcheck_endpoint_changed: bool = False
     loglevel_changed: bool = False
+    limits_changed: bool = False
     auth_changed: bool = False
     listeners_added: tuple[ListenerConfig, ...] = ()
     listeners_removed: tuple[ListenerConfig, ...] = ()
@@ -780,6 +860,9 @@ def diff(old: StunnerConfig, new: StunnerConfig) -> ConfigDiff:
             old.admin.healthcheck_endpoint != new.admin.healthcheck_endpoint
         ),
         loglevel_changed=old.admin.loglevel != new.admin.loglevel,
+        limits_changed=(
+            (old.admin.limits, old.admin.user_quota) != (new.admin.limits, new.admin.user_quota)
+        ),
         auth_changed=old.auth != new.auth,
         listeners_added=l_added,
         listeners_removed=l_removed,

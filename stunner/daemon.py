@@ -23,6 +23,7 @@ from .config import (
     ClusterConfig,
     ConfigDiff,
     ConfigError,
+    LimitsConfig,
     ListenerConfig,
     StunnerConfig,
     diff,
@@ -36,6 +37,7 @@ from .listener import Listener, needs_restart
 from .logs import setup_logging
 from .stats import ListenerStats
 from .telemetry import StatsSource, build_registry, exposition
+from .turn.limits import Quotas
 
 logger = logging.getLogger("stunner.daemon")
 
@@ -72,6 +74,9 @@ class Stunner:
         self.stats: dict[str, ListenerStats] = {}
         self.clusters: dict[str, Cluster] = {}
         self.authenticator: Authenticator | None = None
+        self.quotas = Quotas()
+        self._limits = LimitsConfig()
+        self.own_addresses: set[str] = set()  # the relay's addresses: peers need explicit naming
         self.health = Health()
         self.registry = build_registry(stats_source or self.iter_stats)
         self.metrics_server: HttpServer | None = None
@@ -104,6 +109,13 @@ class Stunner:
         self.health.ready = True
 
     async def _reconcile_data_plane(self, change: ConfigDiff, new: StunnerConfig) -> None:
+        limits = new.admin.limits
+        self._limits = limits
+        self.quotas.user_quota = new.admin.user_quota
+        self.quotas.total = limits.allocations_total
+        if change.limits_changed:
+            for lis in self.listeners.values():
+                lis.server.limits = limits
         if change.auth_changed or self.authenticator is None:
             self.authenticator = make_authenticator(new.auth)
             for lis in self.listeners.values():
@@ -139,12 +151,19 @@ class Stunner:
         for added in change.listeners_added:
             self.stats[added.name] = ListenerStats()
             await self._start_listener(added)
+        own = {lis.server.relay_advertised for lis in self.listeners.values()} | {
+            cfg.address for cfg in new.listeners if cfg.address not in ("0.0.0.0", "")
+        }
+        if own != self.own_addresses:
+            self.own_addresses.clear()
+            self.own_addresses.update(own)
+            clusters_changed = True
         if clusters_changed:
             for lis in self.listeners.values():
                 lis.server.revoke_unadmitted()
 
     def _admission(self, cfg: ListenerConfig) -> Admission:
-        return Admission(self.clusters, cfg.routes)
+        return Admission(self.clusters, cfg.routes, self.own_addresses)
 
     async def _add_cluster(self, cfg: ClusterConfig) -> None:
         cluster = Cluster(cfg)
@@ -157,7 +176,15 @@ class Stunner:
     async def _start_listener(self, cfg: ListenerConfig) -> None:
         assert self.authenticator is not None
         stats = self.stats.setdefault(cfg.name, ListenerStats())
-        lis = Listener(cfg, stats, self.authenticator, self._admission(cfg), self.reuse_port)
+        lis = Listener(
+            cfg,
+            stats,
+            self.authenticator,
+            self._admission(cfg),
+            self.reuse_port,
+            limits=self._limits,
+            quotas=self.quotas,
+        )
         lis.server.on_allocations_empty = self._check_drained
         try:
             await lis.start()

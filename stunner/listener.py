@@ -19,15 +19,15 @@ from collections.abc import Hashable
 
 from .auth import Authenticator
 from .cluster import Admission
-from .config import ListenerConfig
+from .config import LimitsConfig, ListenerConfig
 from .stats import ListenerStats
 from .stun.channel import stream_frame_length
 from .turn import Allocation, ClientEndpoint, TurnServer
+from .turn.limits import Quotas
 
 logger = logging.getLogger("stunner.listener")
 
 _CHANNEL_HEADER = struct.Struct("!HH").unpack_from
-MAX_STREAM_FRAME = 65535 + 4 + 3
 
 
 def forward_channel_data(
@@ -71,7 +71,12 @@ class UdpListenerProtocol(asyncio.DatagramProtocol):
 
 
 class StreamConnectionProtocol(asyncio.Protocol):
-    """One TCP or TLS client connection: reframes the byte stream into STUN/ChannelData."""
+    """One TCP or TLS client connection: reframes the byte stream into STUN/ChannelData.
+
+    Limits: connections per source IP, an idle timeout for connections without an
+    allocation (slowloris byte drips included: only whole frames count as activity), and a
+    maximum frame size.
+    """
 
     def __init__(self, server: TurnServer) -> None:
         self.server = server
@@ -80,6 +85,9 @@ class StreamConnectionProtocol(asyncio.Protocol):
         self.buffer = bytearray()
         self.endpoint: ClientEndpoint | None = None
         self.transport: asyncio.Transport | None = None
+        self.source = ""
+        self.last_frame = 0.0
+        self._idle_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -87,17 +95,50 @@ class StreamConnectionProtocol(asyncio.Protocol):
         self.endpoint = ClientEndpoint(self, (peer[0], peer[1]), transport, True)
         self.stats.connections += 1
         self.stats.connections_total += 1
+        self.source = peer[0]
+        sources = self.server.stream_sources
+        sources[self.source] = sources.get(self.source, 0) + 1
+        limits = self.server.limits
+        if limits.tcp_connections_per_source and (
+            sources[self.source] > limits.tcp_connections_per_source
+        ):
+            transport.close()
+            return
+        loop = asyncio.get_running_loop()
+        self.last_frame = loop.time()
+        if limits.tcp_idle_timeout:
+            self._idle_timer = loop.call_later(limits.tcp_idle_timeout, self._check_idle)
+
+    def _check_idle(self) -> None:
+        assert self.transport is not None
+        timeout = self.server.limits.tcp_idle_timeout
+        loop = asyncio.get_running_loop()
+        idle = loop.time() - self.last_frame
+        if timeout and idle >= timeout and self not in self.allocations:
+            self.transport.close()
+            return
+        self._idle_timer = loop.call_later(
+            max(timeout - idle, 1.0) if timeout else 60.0, self._check_idle
+        )
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.stats.connections -= 1
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        left = self.server.stream_sources.get(self.source, 1) - 1
+        if left > 0:
+            self.server.stream_sources[self.source] = left
+        else:
+            self.server.stream_sources.pop(self.source, None)
         self.server.connection_closed(self)
 
     def data_received(self, data: bytes) -> None:
         buffer = self.buffer
         buffer += data
+        max_frame = self.server.limits.max_message_size
         while len(buffer) >= 4:
             total = stream_frame_length(buffer)
-            if total == 0 or total > MAX_STREAM_FRAME:
+            if total == 0 or total > max_frame:
                 # Not STUN or ChannelData: the stream cannot be resynchronised.
                 self.stats.rx_packets += 1
                 self.stats.rx_bytes += len(buffer)
@@ -109,6 +150,7 @@ class StreamConnectionProtocol(asyncio.Protocol):
                 return
             frame = bytes(buffer[:total])
             del buffer[:total]
+            self.last_frame = asyncio.get_running_loop().time()
             self._frame_received(frame)
 
     def _frame_received(self, frame: bytes) -> None:
@@ -155,6 +197,8 @@ class Listener:
         authenticator: Authenticator,
         admission: Admission,
         reuse_port: bool = False,
+        limits: LimitsConfig | None = None,
+        quotas: Quotas | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
@@ -170,6 +214,8 @@ class Listener:
             relay_host,
             config.min_relay_port,
             config.max_relay_port,
+            limits=limits,
+            quotas=quotas,
         )
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
@@ -201,6 +247,9 @@ class Listener:
                 cfg.address,
                 cfg.port,
                 ssl=context,
+                ssl_handshake_timeout=(
+                    self.server.limits.tls_handshake_timeout if context is not None else None
+                ),
                 reuse_address=True,
                 reuse_port=self.reuse_port or None,
             )

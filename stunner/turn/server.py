@@ -20,16 +20,17 @@ from typing import Any
 
 from .. import constants
 from ..auth import Authenticator
+from ..config import LimitsConfig
 from ..stats import ListenerStats
 from ..stun import CHANNEL_MAX, CHANNEL_MIN, Address, Class, Message, Method, parse_message
 from .allocation import Allocation
+from .limits import AmplificationGuard, Quotas
 from .relay import RelayPortAllocator, RelayProtocol
 
 logger = logging.getLogger("stunner.turn")
 
 UDP_PROTOCOL = 17
 FAMILY_IPV4 = 0x01
-NONCE_LIFETIME = 600.0
 SWEEP_INTERVAL = 1.0
 IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)
 IP_PMTUDISC_DO = getattr(socket, "IP_PMTUDISC_DO", 2)
@@ -113,10 +114,16 @@ class TurnServer:
         min_relay_port: int,
         max_relay_port: int,
         clock: Callable[[], float] = time.monotonic,
-        user_quota: int = 0,
+        limits: LimitsConfig | None = None,
+        quotas: Quotas | None = None,
     ) -> None:
         self.name = name
-        self.user_quota = user_quota  # allocations per username on this listener, 0 = no limit
+        self.limits = limits or LimitsConfig()
+        self.quotas = quotas or Quotas(total=self.limits.allocations_total)
+        self.guard = AmplificationGuard(clock)
+        self.malformed = 0
+        self._malformed_logged_at = 0.0
+        self.stream_sources: dict[str, int] = {}  # TCP/TLS connections per source IP
         self.stats = stats
         self.authenticator = authenticator
         self.admits = admits
@@ -184,6 +191,7 @@ class TurnServer:
         del self.allocations[alloc.key]
         alloc.close()
         stats = self.stats
+        self.quotas.remove(alloc.username)
         stats.allocations -= 1
         stats.cluster_connections -= 1
         if not alloc.stream:
@@ -200,10 +208,16 @@ class TurnServer:
     # STUN entry point (control path)
 
     def handle_stun(self, data: bytes, client: ClientEndpoint) -> None:
+        if len(data) > self.limits.max_message_size:
+            self._malformed(client, "larger than max_message_size")
+            return
         try:
             message = parse_message(data)
-        except ValueError:
-            return  # malformed input: counted as rx by the listener, then dropped
+        except ValueError as exc:
+            self._malformed(client, str(exc))  # already counted as rx by the listener
+            return
+        if not client.stream and message.msg_class == Class.REQUEST:
+            self.guard.earn(client.addr[0], len(data))
         try:
             self._dispatch(message, client)
         except Exception:
@@ -252,12 +266,36 @@ class TurnServer:
         if response is not None:
             self._respond(client, message, response, key)
 
+    def _malformed(self, client: ClientEndpoint, reason: str) -> None:
+        """Count, and log at debug level at most once a second: garbage must not flood logs."""
+        self.malformed += 1
+        now = self.clock()
+        if now - self._malformed_logged_at >= 1.0 and logger.isEnabledFor(logging.DEBUG):
+            self._malformed_logged_at = now
+            logger.debug(
+                "%s: %d malformed message(s) so far; last from %s:%d: %s",
+                self.name,
+                self.malformed,
+                client.addr[0],
+                client.addr[1],
+                reason,
+            )
+
     def _respond(
         self, client: ClientEndpoint, request: Message, response: Message, key: bytes | None
     ) -> bytes:
         code = response.attributes.get("ERROR-CODE", (0,))[0]
         signing_key = None if code in _UNSIGNED_ERRORS else key
-        data = response.encode(signing_key, fingerprint="FINGERPRINT" in request.attributes)
+        fingerprint = "FINGERPRINT" in request.attributes
+        data = response.encode(signing_key, fingerprint)
+        if signing_key is None and not client.stream and self.limits.udp_amplification_guard:
+            ip = client.addr[0]
+            if code and not self.guard.fits(ip, len(data)):
+                # The same answer without its reason phrase may fit the credit.
+                response.attributes["ERROR-CODE"] = (code, "")
+                data = response.encode(None, fingerprint)
+            if not self.guard.spend(ip, len(data)):
+                return b""  # dropped: the client's retransmission earns the credit
         self.send_control(client, data)
         return data
 
@@ -268,21 +306,24 @@ class TurnServer:
 
     # long-term credentials (RFC 8489 9.2)
 
+    def _nonce_mac(self, stamp: str) -> str:
+        return hmac.new(self._nonce_secret, stamp.encode(), hashlib.sha256).hexdigest()[:8]
+
     def make_nonce(self) -> bytes:
-        stamp = f"{int(time.time()):x}"
-        mac = hmac.new(self._nonce_secret, stamp.encode(), hashlib.sha256).hexdigest()[:16]
-        return f"{stamp}-{mac}".encode()
+        """Stateless: issue time and a MAC of it, 16 bytes so that challenges stay small."""
+        stamp = f"{int(time.time()):08x}"
+        return (stamp + self._nonce_mac(stamp)).encode()
 
     def nonce_valid(self, nonce: bytes) -> bool:
         try:
-            stamp, mac = nonce.decode().split("-", 1)
+            text = nonce.decode()
+            stamp, mac = text[:8], text[8:]
             issued = int(stamp, 16)
         except ValueError:
             return False
-        expected = hmac.new(self._nonce_secret, stamp.encode(), hashlib.sha256).hexdigest()[:16]
-        if not hmac.compare_digest(mac, expected):
+        if not hmac.compare_digest(mac, self._nonce_mac(stamp)):
             return False
-        return 0 <= time.time() - issued < NONCE_LIFETIME
+        return 0 <= time.time() - issued < self.limits.nonce_lifetime
 
     def _challenge(self, request: Message, code: int) -> Message:
         response = error_response(request, code)
@@ -323,9 +364,6 @@ class TurnServer:
             min(requested, constants.MAX_ALLOCATION_LIFETIME),
         )
 
-    def _allocations_of(self, username: str) -> int:
-        return sum(1 for alloc in self.allocations.values() if alloc.username == username)
-
     def _check_allocate(self, request: Message, client: ClientEndpoint, username: str) -> bool:
         """RFC 8656 7.2 steps 2-6; True means 'resend the cached success'."""
         attrs = request.attributes
@@ -337,8 +375,12 @@ class TurnServer:
             raise TurnError(437)
         if not self.accepting:
             raise TurnError(508, "Server Shutting Down")
-        if self.user_quota and self._allocations_of(username) >= self.user_quota:
-            raise TurnError(486)
+        refusal = self.quotas.refusal(username)
+        per_listener = self.limits.allocations_per_listener
+        if refusal is None and per_listener and len(self.allocations) >= per_listener:
+            refusal = 508
+        if refusal is not None:
+            raise TurnError(refusal)
         # 3. REQUESTED-TRANSPORT must be UDP.
         if "REQUESTED-TRANSPORT" not in attrs:
             raise TurnError(400, "Missing REQUESTED-TRANSPORT")
@@ -409,6 +451,7 @@ class TurnServer:
         alloc.expires_at = self.clock() + lifetime
         self.allocations[client.key] = alloc
         stats = self.stats
+        self.quotas.add(username)
         stats.allocations += 1
         stats.cluster_connections += 1
         stats.cluster_connections_total += 1
@@ -458,6 +501,9 @@ class TurnServer:
         # RFC 8656 10.2: all peers are admitted, or none is installed.
         for peer in peers:
             self._admitted_peer(peer)
+        limit = self.limits.permissions_per_allocation
+        if limit and len(alloc.permissions.keys() | {p[0] for p in peers}) > limit:
+            raise TurnError(508, "Too Many Permissions")
         expires = self.clock() + constants.PERMISSION_LIFETIME
         for peer in peers:
             alloc.permissions[peer[0]] = expires
@@ -483,6 +529,15 @@ class TurnServer:
         if bound_channel is not None and bound_channel != channel:
             raise TurnError(400, "Peer bound to another channel")
         self._admitted_peer(peer)
+        limit = self.limits.channels_per_allocation
+        if bound_peer is None and limit and len(alloc.channels) >= limit:
+            raise TurnError(508, "Too Many Channels")
+        if (
+            peer[0] not in alloc.permissions
+            and self.limits.permissions_per_allocation
+            and len(alloc.permissions) >= self.limits.permissions_per_allocation
+        ):
+            raise TurnError(508, "Too Many Permissions")
         now = self.clock()
         alloc.bind_channel(channel, peer, now + constants.CHANNEL_LIFETIME)
         alloc.permissions[peer[0]] = now + constants.PERMISSION_LIFETIME

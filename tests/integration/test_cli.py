@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from aioice.stun import TransactionFailed
 
 from tests.support import EchoPeer, TurnClient, free_port, scrape, wait_for
 
@@ -207,6 +208,7 @@ def test_promtool_accepts_the_exposition(daemon: Daemon) -> None:
 
 
 def test_quick_start_uri(tmp_path: Path) -> None:
+    """One listener, any peer... except special addresses: loopback needs explicit naming."""
     port = free_port()
     log = tmp_path / "log"
     with open(log, "wb") as out:
@@ -219,16 +221,21 @@ def test_quick_start_uri(tmp_path: Path) -> None:
         wait_until(lambda: b"serving UDP on 127.0.0.1" in log.read_bytes())
         import asyncio
 
-        async def relay() -> None:
+        async def allocate_and_bind() -> int:
             echo = await EchoPeer.start()
             try:
                 client = await TurnClient.connect(("127.0.0.1", port), "UDP")
-                await client.send_and_wait(echo.address, 3, 10)
-                await client.close()
+                try:
+                    await client.protocol.channel_bind(0x4000, echo.address)
+                except TransactionFailed as exc:
+                    return int(exc.response.attributes["ERROR-CODE"][0])
+                finally:
+                    await client.close()
+                return 0
             finally:
                 echo.close()
 
-        asyncio.run(relay())
+        assert asyncio.run(allocate_and_bind()) == 403
         assert b"metrics server" not in log.read_bytes()
     finally:
         proc.kill()

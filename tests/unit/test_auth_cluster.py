@@ -106,3 +106,31 @@ async def test_strict_dns_resolves_and_keeps_last_good_set(
     monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", fail)
     await cluster.resolve_once()
     assert cluster.contains("127.0.0.1")
+
+
+@pytest.mark.parametrize(
+    ("endpoints", "ip", "admitted"),
+    [
+        (("0.0.0.0/0",), "203.0.113.9", True),
+        (("0.0.0.0/0",), "127.0.0.1", False),  # a catch-all does not name loopback
+        (("0.0.0.0/0",), "169.254.169.254", False),  # nor cloud metadata
+        (("0.0.0.0/0",), "224.0.0.251", False),  # nor multicast
+        (("0.0.0.0/0",), "0.0.0.0", False),
+        (("0.0.0.0/0",), "255.255.255.255", False),
+        (("127.0.0.1",), "127.0.0.1", True),  # named exactly
+        (("127.0.0.0/8",), "127.0.0.5", True),  # a CIDR inside the special range names it
+        (("127.0.0.0/7",), "127.0.0.5", False),  # a wider one does not
+        (("169.254.169.254",), "169.254.169.254", True),
+        (("::/0",), "::1", False),
+        (("::/0",), "fe80::1", False),
+        (("::1",), "::1", True),
+        (("10.0.0.0/8",), "10.1.2.3", True),
+        (("10.0.0.0/8",), "10.0.0.7", False),  # the relay's own address
+        (("10.0.0.7",), "10.0.0.7", True),  # ... unless named exactly
+    ],
+)
+def test_special_and_own_addresses_need_explicit_naming(
+    endpoints: tuple[str, ...], ip: str, admitted: bool
+) -> None:
+    admission = Admission({"c": static(*endpoints)}, ["c"], own_addresses={"10.0.0.7"})
+    assert admission.admits(ip) is admitted

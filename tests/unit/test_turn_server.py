@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 
 from stunner.auth import LongTermAuth, PlaintextAuth, long_term_key, rest_password
+from stunner.config import LimitsConfig
 from stunner.stats import ListenerStats
 from stunner.stun import Class, Message, Method, parse_message
 from stunner.turn import ClientEndpoint, TurnServer
+from stunner.turn.limits import Quotas
 
 CLIENT = ("192.0.2.10", 40000)
 ADMITTED = "127.0.0.1"
@@ -78,6 +80,9 @@ def code(msg: Message) -> int:
     return int(msg.attributes["ERROR-CODE"][0]) if msg.msg_class == Class.ERROR else 0
 
 
+NO_GUARD = LimitsConfig(udp_amplification_guard=False)
+
+
 @pytest.fixture
 async def server() -> AsyncIterator[TurnServer]:
     srv = TurnServer(
@@ -88,6 +93,7 @@ async def server() -> AsyncIterator[TurnServer]:
         "127.0.0.1",
         40000,
         40999,
+        limits=NO_GUARD,
     )
     yield srv
     srv.close()
@@ -235,7 +241,9 @@ async def test_refresh(server: TurnServer) -> None:
 
 async def test_wrong_credentials_on_someone_elses_allocation() -> None:
     auth = LongTermAuth(REALM, "secret")
-    srv = TurnServer("l", ListenerStats(), auth, lambda ip: True, "127.0.0.1", 41000, 41999)
+    srv = TurnServer(
+        "l", ListenerStats(), auth, lambda ip: True, "127.0.0.1", 41000, 41999, limits=NO_GUARD
+    )
     try:
         alice = "9999999999:alice"
         bob = "9999999999:bob"
@@ -303,7 +311,8 @@ async def test_user_quota_gets_486() -> None:
         "127.0.0.1",
         42000,
         42999,
-        user_quota=1,
+        limits=NO_GUARD,
+        quotas=Quotas(user_quota=1),
     )
     try:
         assert (await Client(srv, addr=("192.0.2.1", 1)).allocate()).msg_class == Class.SUCCESS
@@ -324,6 +333,7 @@ async def test_exhausted_relay_ports_get_508() -> None:
         "127.0.0.1",
         port,
         port,
+        limits=NO_GUARD,
     )
     try:
         assert code(await Client(srv).allocate()) == 508
@@ -349,6 +359,7 @@ async def test_expiry_frees_the_relay_socket() -> None:
         43000,
         43999,
         clock=lambda: now[0],
+        limits=NO_GUARD,
     )
     try:
         client = Client(srv)
@@ -378,3 +389,118 @@ async def test_malformed_input_never_raises(server: TurnServer) -> None:
     for junk in (b"", b"\x00", b"\x00\x01\x00\x00" + b"\x21\x12\xa4\x42" + b"x" * 11, b"\xff" * 64):
         server.handle_stun(junk, client.endpoint)
     assert client.transport.sent == []
+
+
+async def test_limits_per_allocation_and_totals() -> None:
+    limits = LimitsConfig(
+        udp_amplification_guard=False,
+        permissions_per_allocation=2,
+        channels_per_allocation=1,
+        allocations_per_listener=1,
+    )
+    srv = TurnServer(
+        "l",
+        ListenerStats(),
+        PlaintextAuth(REALM, "user1", "pass1"),
+        lambda ip: True,
+        "127.0.0.1",
+        44000,
+        44999,
+        limits=limits,
+    )
+    try:
+        client = Client(srv)
+        await client.allocate()
+        perm = Method.CREATE_PERMISSION
+        ok = await client.request(perm, XOR_PEER_ADDRESS=[("10.0.0.1", 1), ("10.0.0.2", 1)])
+        assert ok.msg_class == Class.SUCCESS
+        assert code(await client.request(perm, XOR_PEER_ADDRESS=[("10.0.0.3", 1)])) == 508
+        bind = Method.CHANNEL_BIND
+        first = await client.request(
+            bind, CHANNEL_NUMBER=0x4000, XOR_PEER_ADDRESS=[("10.0.0.1", 5)]
+        )
+        assert first.msg_class == Class.SUCCESS
+        assert (
+            code(
+                await client.request(
+                    bind, CHANNEL_NUMBER=0x4001, XOR_PEER_ADDRESS=[("10.0.0.2", 5)]
+                )
+            )
+            == 508
+        )
+        assert code(await Client(srv, addr=("192.0.2.99", 1)).allocate()) == 508  # per listener
+    finally:
+        srv.close()
+
+
+async def test_total_allocations_are_shared_across_servers() -> None:
+    quotas = Quotas(total=1)
+    servers = [
+        TurnServer(
+            name,
+            ListenerStats(),
+            PlaintextAuth(REALM, "user1", "pass1"),
+            lambda ip: True,
+            "127.0.0.1",
+            44000,
+            44999,
+            limits=NO_GUARD,
+            quotas=quotas,
+        )
+        for name in ("a", "b")
+    ]
+    try:
+        assert (await Client(servers[0]).allocate()).msg_class == Class.SUCCESS
+        assert code(await Client(servers[1]).allocate()) == 508
+        servers[0].close()
+        assert quotas.count == 0
+        assert (await Client(servers[1]).allocate()).msg_class == Class.SUCCESS
+    finally:
+        for srv in servers:
+            srv.close()
+
+
+async def test_udp_answers_never_exceed_what_the_source_sent() -> None:
+    """The amplification guard: unauthenticated bytes out <= bytes in, per source."""
+    srv = TurnServer(
+        "l",
+        ListenerStats(),
+        PlaintextAuth(REALM, "user1", "pass1"),
+        lambda ip: True,
+        "127.0.0.1",
+        44000,
+        44999,
+    )
+    try:
+        client = Client(srv)
+        sent_in = 0
+        binding = Message(Method.BINDING, Class.REQUEST).encode()
+        for _ in range(3):
+            srv.handle_stun(binding, client.endpoint)
+            sent_in += len(binding)
+            sent_out = sum(len(d) for d, _ in client.transport.sent)
+            assert sent_out <= sent_in
+        assert len(client.transport.sent) == 1  # the second request paid for one answer
+        allocate = Message(Method.ALLOCATE, Class.REQUEST, attributes={"REQUESTED-TRANSPORT": 17})
+        allocate.attributes["LIFETIME"] = 600
+        for _ in range(3):
+            wire = allocate.encode()
+            srv.handle_stun(wire, client.endpoint)
+            sent_in += len(wire)
+            assert sum(len(d) for d, _ in client.transport.sent) <= sent_in
+        challenges = [parse_message(d) for d, _ in client.transport.sent[1:]]
+        assert challenges and all(code(m) == 401 and "NONCE" in m.attributes for m in challenges)
+        # A stream client (no spoofing possible) is answered at once.
+        stream = ClientEndpoint(object(), CLIENT, _Stream(), True)
+        srv.handle_stun(binding, stream)
+        assert len(stream.transport.written) == 1
+    finally:
+        srv.close()
+
+
+class _Stream:
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)

@@ -1,0 +1,60 @@
+"""``stunner-operator``: run the kopf operator standalone over all namespaces.
+
+stunner-operator [--liveness URL] [--namespace NS ...] [-v]
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import kopf
+
+from stunner.cli._args import OneLineParser
+
+DEFAULT_LIVENESS = "http://0.0.0.0:8081/healthz"
+
+
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(
+        prog="stunner-operator",
+        description="Render Gateway API objects into the stunnerd config ConfigMap.",
+    )
+    parser.add_argument(
+        "--liveness",
+        default=DEFAULT_LIVENESS,
+        metavar="URL",
+        help="kopf liveness endpoint (default %(default)s); '' turns it off",
+    )
+    parser.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        metavar="NS",
+        help="watch only these namespaces (repeatable; default: all)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s: %(message)s",
+        stream=sys.stderr,
+    )
+    from . import handlers  # noqa: F401  (registers the handlers with kopf)
+
+    kopf.run(
+        standalone=True,
+        clusterwide=not args.namespace,
+        namespaces=args.namespace,
+        liveness_endpoint=args.liveness or None,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
