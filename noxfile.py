@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import nox
 
 nox.needs_version = ">=2024.3.2"
@@ -39,6 +42,41 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON, default=False)
 def e2e(session: nox.Session) -> None:
-    """End-to-end: gateway, real TURN clients, a real Prometheus. `-- --target local|kind|external`."""
-    _install(session, "e2e")
-    session.run("pytest", "-q", "-p", "no:cacheprovider", "e2e", *session.posargs)
+    """Gateway, real TURN clients, real Prometheus: `nox -s e2e -- --target local|kind|external`."""
+    _ensure_e2e_binaries(session)
+    _install(session, "e2e", extras="[operator]")  # stunnerctl render needs the operator
+    session.run(
+        "pytest", "-q", "-rfE", "-p", "no:cacheprovider", "-m", "e2e", "e2e", *session.posargs
+    )
+
+
+# Binaries the local target runs, and the Debian/Ubuntu package of each.
+E2E_BINARIES = {"prometheus": "prometheus", "turnutils_uclient": "coturn"}
+
+
+def _debian_like() -> bool:
+    try:
+        with open("/etc/os-release") as fh:
+            fields = dict(line.rstrip("\n").split("=", 1) for line in fh if "=" in line)
+    except OSError:
+        return False
+    ids = {fields.get("ID", "").strip('"'), *fields.get("ID_LIKE", "").strip('"').split()}
+    return bool(ids & {"debian", "ubuntu"})
+
+
+def _ensure_e2e_binaries(session: nox.Session) -> None:
+    """Install prometheus (and coturn's uclient) with apt-get when root on Debian/Ubuntu."""
+    missing = sorted({pkg for exe, pkg in E2E_BINARIES.items() if shutil.which(exe) is None})
+    if not missing:
+        return
+    if os.geteuid() == 0 and _debian_like() and shutil.which("apt-get"):
+        env = {"DEBIAN_FRONTEND": "noninteractive"}
+        session.run("apt-get", "update", "-q", external=True, env=env)
+        session.run("apt-get", "install", "-y", "-q", *missing, external=True, env=env)
+    if shutil.which("prometheus") is None:
+        session.error(
+            "prometheus is not on PATH: install it (apt-get install prometheus, or a release "
+            "from https://prometheus.io/download/) and rerun"
+        )
+    if shutil.which("turnutils_uclient") is None:
+        session.warn("turnutils_uclient not found (apt-get install coturn): its test will skip")

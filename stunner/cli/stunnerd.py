@@ -131,6 +131,17 @@ async def run(args: argparse.Namespace, config: StunnerConfig | None, log_fixed:
     return 0
 
 
+def raise_fd_limit() -> None:
+    """Each allocation holds a socket: lift the soft descriptor limit to the hard one."""
+    try:
+        import resource
+    except ImportError:
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def _run_loop(coro: Coroutine[Any, Any, int]) -> int:
     try:
         import uvloop
@@ -178,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print(f"stunnerd: config is valid ({len(config.listeners) if config else 0} listeners)")
         return 0
+    raise_fd_limit()
     try:
         return _run_loop(run(args, config, log_spec is not None))
     except KeyboardInterrupt:

@@ -81,7 +81,12 @@ class RelayPortAllocator:
     def bind(self, even: bool = False) -> socket.socket | None:
         """A bound UDP socket, or None when no port in the range is free (answer 508)."""
         for port in self._candidates(even):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    return None  # out of descriptors: 508, not a crash
+                raise
             try:
                 sock.bind((self.host, port))
             except OSError as exc:
