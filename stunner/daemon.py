@@ -207,7 +207,7 @@ class Stunner:
                 if await server.start():
                     self.metrics_server = server
             self._metrics_url = admin.metrics_endpoint
-        if admin.healthcheck_endpoint != self._health_url:
+        if admin.healthcheck_endpoint != self._health_url or self.health_server is None:
             if self.health_server is not None:
                 await self.health_server.stop()
                 self.health_server = None
@@ -221,6 +221,10 @@ class Stunner:
                 if await server.start():
                     self.health_server = server
             self._health_url = admin.healthcheck_endpoint
+
+    async def serve_default_health(self) -> None:
+        """Health checks before any config exists; the first config may move them."""
+        await self._reconcile_admin(StunnerConfig())
 
     def _metrics(self, path: str) -> Response:
         return 200, "text/plain; version=0.0.4; charset=utf-8", exposition(self.registry)

@@ -18,8 +18,7 @@ from typing import Any
 import yaml
 
 from ..operator.conditions import CONFLICTED, PROGRAMMED, Condition
-from ..operator.reconcile import dump_config
-from ..operator.render import RenderInput, RenderResult, render
+from ..operator.render import RenderInput, RenderResult, dump_config, render
 from ..operator.resources import Obj, name_of
 from ._args import OneLineParser
 

@@ -104,6 +104,8 @@ async def run(args: argparse.Namespace, config: StunnerConfig | None, log_fixed:
     tasks: list[asyncio.Task[None]] = []
     if config is not None:
         await stunner.apply(config)
+    elif stunner.admin:
+        await stunner.serve_default_health()  # /live answers while we wait; /ready says 503
     if args.watch:
         watcher = ConfigWatcher(args.config, stunner)
         if config is not None:
@@ -173,11 +175,13 @@ def main(argv: list[str] | None = None) -> int:
         else:
             try:
                 config = load(args.config)
-            except ConfigError as exc:
+            except (ConfigError, OSError) as exc:
                 if args.dry_run:
                     raise
-                # With -w a missing or bad file is waited for and fixed live.
-                sys.stderr.write(f"stunnerd: waiting for a valid config: {exc}\n")
+                # With -w a missing or bad file is waited for and fixed live (on Kubernetes
+                # the operator may not have written the ConfigMap yet).
+                reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+                sys.stderr.write(f"stunnerd: waiting for a valid config {args.config}: {reason}\n")
         if log_spec is None:
             setup_logging(config.admin.loglevel if config else constants.DEFAULT_LOGLEVEL)
     except ConfigError as exc:

@@ -17,14 +17,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
-import yaml
 
 from stunner import constants as c
 
 from . import conditions as cond
 from .conditions import Condition, ok, to_k8s
 from .kube import ApiError, ClusterApi
-from .render import GatewayStatus, ParentStatus, RenderInput, RenderResult, render
+from .render import GatewayStatus, ParentStatus, RenderInput, RenderResult, dump_config, render
 from .resources import (
     CONFIGMAPS,
     ENDPOINTS,
@@ -59,11 +58,6 @@ def utcnow() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def dump_config(config: Mapping[str, Any]) -> str:
-    """The stunnerd config text the ConfigMap holds and ``stunnerctl render`` prints."""
-    return yaml.safe_dump(dict(config), sort_keys=False)
-
-
 class InvalidGatewayConfig(Exception):
     """The GatewayConfig was rejected; its status says why. Not worth retrying."""
 
@@ -72,7 +66,6 @@ class InvalidGatewayConfig(Exception):
 class Outcome:
     gatewayconfig: ObjKey
     found: bool
-    error: str | None = None
     written: bool = False
 
 
@@ -202,11 +195,11 @@ class Reconciler:
         async with lock:
             return await self._reconcile(gc)
 
-    async def _reconcile(self, gc: ObjKey) -> Outcome:
-        gc_obj = await self.api.get(GATEWAYCONFIGS, *gc)
-        if gc_obj is None:
-            self._members.pop(gc, None)
-            return Outcome(gc, found=False)
+    async def _gather(
+        self, gc: ObjKey, gc_obj: Obj
+    ) -> tuple[list[Obj], list[Obj], list[Obj], RenderInput]:
+        """Our GatewayClasses pointing at `gc`, their Gateways, the UDPRoutes attached to those,
+        and everything the render needs; also records what `gc` uses, for `affected`."""
         classes = [
             gwc
             for gwc in await self.api.list(GATEWAYCLASSES)
@@ -223,7 +216,6 @@ class Reconciler:
             r for r in await self.api.list(UDPROUTES) if set(parent_gateways(r)) & gateway_keys
         ]
         backends = sorted({svc for r in routes for svc in backend_services(r)})
-        previous = self.members(gc)
         # Remember the backends before reading them: an Endpoints event from now on re-runs us.
         self._members[gc] = frozenset(
             [("GatewayClass", "", key(x)[1]) for x in classes]
@@ -233,16 +225,24 @@ class Reconciler:
         )
         for kind, objs in (("GatewayClass", classes), ("Gateway", gateways), ("UDPRoute", routes)):
             self._generations.update({(kind, *key(o)): generation(o) for o in objs})
-        result = render(
-            RenderInput(
-                gatewayconfig=gc_obj,
-                gateways=gateways,
-                routes=routes,
-                services=await self._get_all(SERVICES, backends),
-                endpoints=await self._get_all(ENDPOINTS, backends),
-                secrets=await self._get_all(SECRETS, sorted(set(secret_refs(gc_obj, gateways)))),
-            )
+        inp = RenderInput(
+            gatewayconfig=gc_obj,
+            gateways=gateways,
+            routes=routes,
+            services=await self._get_all(SERVICES, backends),
+            endpoints=await self._get_all(ENDPOINTS, backends),
+            secrets=await self._get_all(SECRETS, sorted(set(secret_refs(gc_obj, gateways)))),
         )
+        return classes, gateways, routes, inp
+
+    async def _reconcile(self, gc: ObjKey) -> Outcome:
+        gc_obj = await self.api.get(GATEWAYCONFIGS, *gc)
+        if gc_obj is None:
+            self._members.pop(gc, None)
+            return Outcome(gc, found=False)
+        previous = self.members(gc)
+        classes, gateways, routes, inp = await self._gather(gc, gc_obj)
+        result = render(inp)
         written = False
         failure: ApiError | None = None
         if result.config is None:
@@ -250,7 +250,8 @@ class Reconciler:
         else:
             try:
                 written = await self._apply_configmap(gc_obj, result)
-                programmed = ok(cond.PROGRAMMED, f"stunnerd config in ConfigMap {_cm(result)}")
+                message = f"stunnerd config in ConfigMap {name_of(result.configmap)}"
+                programmed = ok(cond.PROGRAMMED, message)
             except ApiError as exc:
                 failure = exc
                 programmed = Condition(cond.PROGRAMMED, False, cond.PENDING, str(exc))
@@ -262,7 +263,7 @@ class Reconciler:
             await self._nudge(result)
         if result.error is not None:
             raise InvalidGatewayConfig(f"GatewayConfig {name_of(gc)}: {result.error}")
-        return Outcome(gc, found=True, error=result.error, written=written)
+        return Outcome(gc, found=True, written=written)
 
     async def _get_all(self, res: Resource, keys: Sequence[ObjKey]) -> list[Obj]:
         out = []
@@ -336,8 +337,7 @@ class Reconciler:
                 logger.warning("could not annotate stunnerd pods: %s", exc)
 
     async def _patch_status(self, res: Resource, obj: Obj, status: Mapping[str, Any]) -> None:
-        current = obj.get("status") if isinstance(obj.get("status"), Mapping) else {}
-        assert isinstance(current, Mapping)
+        current = _status(obj)
         if all(current.get(k) == v for k, v in status.items()):
             return
         ns, name = key(obj)
@@ -409,10 +409,6 @@ class Reconciler:
         condition = Condition(cond.ACCEPTED, False, cond.INVALID_PARAMETERS, params)
         status = {"conditions": _conditions(gatewayclass, [condition], self.now())}
         await self._patch_status(GATEWAYCLASSES, gatewayclass, status)
-
-
-def _cm(result: RenderResult) -> str:
-    return name_of(result.configmap)
 
 
 def _status(obj: Obj) -> Mapping[str, Any]:

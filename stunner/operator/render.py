@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import yaml
 
 from stunner import constants as c
 from stunner.config import ConfigError, expand_env, from_dict
@@ -151,7 +155,7 @@ def secret_value(secret: Obj, name: str) -> str | None:
 def _pem_b64(secret: Obj, name: str) -> str | None:
     """A PEM Secret value, base64-encoded as stunnerd wants it; None if missing or not PEM."""
     text = secret_value(secret, name)
-    if text is None or "-----BEGIN " not in text:
+    if text is None or "-----BEGIN " not in text or "-----END " not in text:
         return None
     return base64.b64encode(text.encode()).decode()
 
@@ -291,9 +295,12 @@ def _mark_conflicts(listeners: Sequence[_Listener]) -> None:
 
 
 def _public_address(gateway: Obj) -> str:
+    """The first IPAddress in spec.addresses (other types and malformed values are skipped)."""
     for addr in _list(spec(gateway).get("addresses")):
-        if addr.get("type", "IPAddress") == "IPAddress" and isinstance(addr.get("value"), str):
-            return str(addr["value"])
+        if addr.get("type", "IPAddress") != "IPAddress":
+            continue
+        with contextlib.suppress(ValueError):
+            return str(ipaddress.ip_address(str(addr.get("value"))))
     return ""
 
 
@@ -394,6 +401,11 @@ def _attach(
 # --------------------------------------------------------------------------------------------
 
 
+def dump_config(config: Mapping[str, Any]) -> str:
+    """The stunnerd config text the ConfigMap holds and ``stunnerctl render`` prints."""
+    return yaml.safe_dump(dict(config), sort_keys=False)
+
+
 def check_config(config: Mapping[str, Any]) -> None:
     """Raise `ConfigError` unless stunnerd would load `config` (with $STUNNER_ADDR set)."""
     listeners = [
@@ -403,31 +415,27 @@ def check_config(config: Mapping[str, Any]) -> None:
     from_dict({**config, "listeners": listeners})
 
 
-def render(inp: RenderInput) -> RenderResult:
-    gc = key(inp.gatewayconfig)
-    secrets = _index(inp.secrets)
-    error: str | None = None
-    auth: dict[str, Any] = {}
+def _spec_and_auth(
+    gatewayconfig: Obj, secrets: Mapping[ObjKey, Obj]
+) -> tuple[GatewayConfigSpec, dict[str, Any], str | None]:
+    """The spec and auth section, or defaults and why the GatewayConfig is rejected."""
     try:
-        sp = parse_spec(inp.gatewayconfig)
-        auth = _auth(sp, secrets)
+        sp = parse_spec(gatewayconfig)
+        return sp, _auth(sp, secrets), None
     except SpecError as exc:
-        error = str(exc)
-        sp = GatewayConfigSpec(stunner_config=_configmap_name(inp.gatewayconfig))
-    configmap = (gc[0], sp.stunner_config)
+        return GatewayConfigSpec(stunner_config=_configmap_name(gatewayconfig)), {}, str(exc)
 
-    gateways = sorted(inp.gateways, key=key)
-    by_gateway: dict[ObjKey, list[_Listener]] = {
-        key(gw): [_listener(gw, item, secrets) for item in _list(spec(gw).get("listeners"))]
-        for gw in gateways
-    }
-    all_listeners = [lis for group in by_gateway.values() for lis in group]
-    _mark_conflicts(all_listeners)
 
-    services, endpoints = _index(inp.services), _index(inp.endpoints)
+def _routes(
+    routes: Sequence[Obj],
+    by_gateway: Mapping[ObjKey, Sequence[_Listener]],
+    services: Mapping[ObjKey, Obj],
+    endpoints: Mapping[ObjKey, Obj],
+) -> tuple[list[dict[str, Any]], dict[ObjKey, tuple[ParentStatus, ...]]]:
+    """Attach each route to our listeners (recorded on the listeners); its cluster if any."""
     clusters: list[dict[str, Any]] = []
-    route_status: dict[ObjKey, tuple[ParentStatus, ...]] = {}
-    for route in sorted(inp.routes, key=key):
+    statuses: dict[ObjKey, tuple[ParentStatus, ...]] = {}
+    for route in sorted(routes, key=key):
         ips, resolved = _backends(route, services, endpoints)
         parents: list[ParentStatus] = []
         attached = False
@@ -441,17 +449,29 @@ def render(inp: RenderInput) -> RenderResult:
             attached = attached or bool(listeners)
             parents.append(ParentStatus(ref, (accepted, resolved)))
         if parents:
-            route_status[key(route)] = tuple(parents)
+            statuses[key(route)] = tuple(parents)
         if attached:
+            name = name_of(key(route))
             endpoints_list = sorted(set(ips))
             clusters.append(
-                {
-                    "name": name_of(key(route)),
-                    "type": "STATIC",
-                    "protocol": "udp",
-                    "endpoints": endpoints_list,
-                }
+                {"name": name, "type": "STATIC", "protocol": "udp", "endpoints": endpoints_list}
             )
+    return clusters, statuses
+
+
+def render(inp: RenderInput) -> RenderResult:
+    gc = key(inp.gatewayconfig)
+    secrets = _index(inp.secrets)
+    sp, auth, error = _spec_and_auth(inp.gatewayconfig, secrets)
+    configmap = (gc[0], sp.stunner_config)
+    gateways = sorted(inp.gateways, key=key)
+    by_gateway = {
+        key(gw): [_listener(gw, item, secrets) for item in _list(spec(gw).get("listeners"))]
+        for gw in gateways
+    }
+    _mark_conflicts([lis for group in by_gateway.values() for lis in group])
+    services, endpoints = _index(inp.services), _index(inp.endpoints)
+    clusters, route_status = _routes(inp.routes, by_gateway, services, endpoints)
 
     config: dict[str, Any] | None = None
     if error is None:
@@ -472,12 +492,11 @@ def render(inp: RenderInput) -> RenderResult:
         except ConfigError as exc:
             config, error = None, f"rendered config rejected by stunnerd: {exc}"
 
-    if error is None:
-        assert config is not None
+    if config is not None:
         summary = f"{len(config['listeners'])} listeners, {len(clusters)} clusters"
         gc_conditions = (ok(cond.ACCEPTED, summary),)
     else:
-        gc_conditions = (Condition(cond.ACCEPTED, False, cond.INVALID_PARAMETERS, error),)
+        gc_conditions = (Condition(cond.ACCEPTED, False, cond.INVALID_PARAMETERS, error or ""),)
     return RenderResult(
         config=config,
         error=error,

@@ -321,7 +321,7 @@ class TurnServer:
             issued = int(stamp, 16)
         except ValueError:
             return False
-        if not hmac.compare_digest(mac, self._nonce_mac(stamp)):
+        if not hmac.compare_digest(mac.encode(), self._nonce_mac(stamp).encode()):
             return False
         return 0 <= time.time() - issued < self.limits.nonce_lifetime
 

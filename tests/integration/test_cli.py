@@ -240,3 +240,23 @@ def test_quick_start_uri(tmp_path: Path) -> None:
     finally:
         proc.kill()
         proc.wait(timeout=10)
+
+
+def test_watch_waits_for_a_missing_file(tmp_path: Path) -> None:
+    """On Kubernetes the ConfigMap may appear after the pod starts: wait, then serve."""
+    d = Daemon(tmp_path)
+    text = d.path.read_text()
+    d.path.unlink()
+    log = tmp_path / "waiting.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [*STUNNERD, "-c", str(d.path), "-w"], stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_until(lambda: b"waiting for a valid config" in log.read_bytes())
+        assert proc.poll() is None
+        d.path.write_text(text)
+        wait_until(lambda: http_status(d.url("/ready")) == 200)
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)

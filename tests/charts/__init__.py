@@ -1,0 +1,1 @@
+"""Chart tests: the real Helm engine, promtool and schema validation, all offline."""
