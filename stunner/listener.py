@@ -133,25 +133,32 @@ class StreamConnectionProtocol(asyncio.Protocol):
         self.server.connection_closed(self)
 
     def data_received(self, data: bytes) -> None:
-        buffer = self.buffer
-        buffer += data
+        # Stream hot path: frames are cut straight out of ``data``; only a frame split across
+        # reads goes through the buffer.
+        if self.buffer:
+            self.buffer += data
+            data = bytes(self.buffer)
+            self.buffer.clear()
+        size = len(data)
+        pos = 0
         max_frame = self.server.limits.max_message_size
-        while len(buffer) >= 4:
-            total = stream_frame_length(buffer)
+        while size - pos >= 4:
+            total = stream_frame_length(data, pos)
             if total == 0 or total > max_frame:
-                # Not STUN or ChannelData: the stream cannot be resynchronised.
+                # Not STUN or ChannelData, or too large: the stream cannot be resynchronised.
                 self.stats.rx_packets += 1
-                self.stats.rx_bytes += len(buffer)
-                buffer.clear()
+                self.stats.rx_bytes += size - pos
                 assert self.transport is not None
                 self.transport.close()
                 return
-            if len(buffer) < total:
-                return
-            frame = bytes(buffer[:total])
-            del buffer[:total]
+            if size - pos < total:
+                break
+            self._frame_received(data if total == size else data[pos : pos + total])
+            pos += total
+        if pos:
             self.last_frame = asyncio.get_running_loop().time()
-            self._frame_received(frame)
+        if pos < size:
+            self.buffer += data[pos:]
 
     def _frame_received(self, frame: bytes) -> None:
         stats = self.stats
@@ -228,7 +235,8 @@ class Listener:
         cfg = self.config
         if cfg.protocol == "UDP":
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            # No SO_REUSEADDR: on UDP it would let a second stunnerd bind the same port
+            # silently. Workers share the port on purpose, with SO_REUSEPORT.
             if self.reuse_port:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             try:

@@ -32,13 +32,13 @@ def parse_channel_data(data: bytes) -> tuple[int, bytes]:
     return channel, data[4 : 4 + length]
 
 
-def stream_frame_length(header: bytes | bytearray) -> int:
-    """Length of the whole frame, padding included, that a 4-byte stream prefix announces.
+def stream_frame_length(data: bytes | bytearray, offset: int = 0) -> int:
+    """Length of the whole frame, padding included, that the 4 bytes at ``offset`` announce.
 
     Returns 0 for a prefix that starts neither STUN nor ChannelData.
     """
-    first = header[0] & 0xC0
-    length: int = CHANNEL_HEADER.unpack_from(header)[1]
+    first = data[offset] & 0xC0
+    length: int = CHANNEL_HEADER.unpack_from(data, offset)[1]
     if first == 0x00:
         return 20 + length
     if first == 0x40:

@@ -117,3 +117,16 @@ async def test_removed_listener_series_disappear(gateway: Gateway) -> None:
         dict(labels).get("name") for (metric, labels) in scraped if metric.startswith("stunner_")
     }
     assert names == {gateway.listener_name("UDP")}
+
+
+async def test_a_taken_udp_port_is_reported_not_shared(gateway: Gateway) -> None:
+    """A second stunnerd on the same UDP port must fail loudly, not split the traffic."""
+    from stunner.config import from_dict
+    from stunner.daemon import Stunner
+
+    other = Stunner(admin=False)
+    try:
+        await other.apply(from_dict(gateway.config))
+        assert gateway.listener_name("UDP") not in other.listeners
+    finally:
+        await other.close()
