@@ -52,6 +52,28 @@ def e2e(session: nox.Session) -> None:
     )
 
 
+@nox.session(python=PYTHON, default=False)
+def bench(session: nox.Session) -> None:
+    """stunnerd vs coturn per CPU-second, monitoring cost, memory: `-- --quick|--profile`."""
+    _ensure_e2e_binaries(session)  # the same prometheus and coturn packages
+    _install(session, "bench")
+    session.run("python", "-m", "bench.run", *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
+def fuzz(session: nox.Session) -> None:
+    """atheris on the datagram, stream and signed-request paths: `-- --runs N --seconds S`."""
+    _install(session, "fuzz")
+    session.run("python", "-m", "fuzz.run", *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
+def soak(session: nox.Session) -> None:
+    """Churn allocations on UDP/TCP/TLS; fail on fd/RSS drift, bad counters: `-- --minutes N`."""
+    _install(session, "e2e")
+    session.run("python", "-m", "soak", *session.posargs)
+
+
 # Binaries the local target runs, and the Debian/Ubuntu package of each.
 E2E_BINARIES = {"prometheus": "prometheus", "turnutils_uclient": "coturn"}
 

@@ -138,11 +138,24 @@ class WorkerPool:
 
 
 async def publish_stats(
-    stats: Callable[[], Iterable[tuple[str, ListenerStats]]], fd: int, on_lost: Callable[[], None]
+    stats: Callable[[], Iterable[tuple[str, ListenerStats]]],
+    fd: int,
+    on_lost: Callable[[], None],
 ) -> None:
-    """Worker side: push counter snapshots to the supervisor until cancelled."""
+    """Worker side: push counter snapshots to the supervisor until cancelled.
+
+    If the supervisor dies (even by SIGKILL) its end of the socketpair closes; the worker sees
+    EOF and stops, so no orphan keeps the listener ports.
+    """
     sock = socket.socket(fileno=fd)
-    _, writer = await asyncio.open_unix_connection(sock=sock)
+    reader, writer = await asyncio.open_unix_connection(sock=sock)
+
+    async def watch_supervisor() -> None:
+        await reader.read()  # returns b"" at EOF: the supervisor is gone
+        logger.error("supervisor went away; worker exiting")
+        on_lost()
+
+    watcher = asyncio.get_running_loop().create_task(watch_supervisor())
 
     def send() -> None:
         snapshot = {name: s.snapshot() for name, s in stats()}
@@ -162,4 +175,5 @@ async def publish_stats(
         logger.error("supervisor went away; worker exiting")
         on_lost()
     finally:
+        watcher.cancel()
         writer.close()

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import binascii
+import contextlib
 import datetime
+import hashlib
+import hmac
+import logging
 import socket
 import ssl
+import struct
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -163,13 +169,39 @@ class TurnClient:
         await asyncio.sleep(0)
 
 
-async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+class ErrorLog(logging.Handler):
+    """Collects ERROR records (``logger.exception`` included): a handler crash shows here."""
+
+    def __init__(self, level: int = logging.ERROR) -> None:
+        super().__init__(level)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def messages(self) -> list[str]:
+        return [r.getMessage() for r in self.records]
+
+
+async def wait_for(
+    predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.01
+) -> None:
+    """Poll ``predicate`` until true; ``interval=0`` polls every event-loop iteration."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not predicate():
         if loop.time() > deadline:
             raise TimeoutError("condition not met before the deadline")
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(interval)
+
+
+async def settle(
+    read: Callable[[], Any], expected: Any, timeout: float = 10.0, interval: float = 0.01
+) -> None:
+    """Wait until ``read()`` equals ``expected``; if it never does, fail showing both."""
+    with contextlib.suppress(TimeoutError):
+        await wait_for(lambda: read() == expected, timeout, interval)
+    assert read() == expected
 
 
 def scrape(url: str) -> str:
@@ -201,3 +233,32 @@ def value(
     if direction is not None:
         labels["direction"] = direction
     return scraped[(name, tuple(sorted(labels.items())))]
+
+
+# Raw STUN on the wire, for hostile input: attributes the codec would refuse to pack, signed.
+
+_STUN_HEADER = struct.Struct("!HHI12s")
+_MAGIC_COOKIE = 0x2112A442
+
+
+def tlv(code: int, value: bytes) -> bytes:
+    """One STUN attribute, padded to 4 bytes, whatever its value holds."""
+    return struct.pack("!HH", code, len(value)) + value + bytes(-len(value) % 4)
+
+
+def raw_stun(mtype: int, transaction_id: bytes, body: bytes) -> bytes:
+    """A STUN header with the right length in front of ``body``."""
+    return _STUN_HEADER.pack(mtype, len(body), _MAGIC_COOKIE, transaction_id) + body
+
+
+def sign_raw(
+    mtype: int, transaction_id: bytes, body: bytes, key: bytes, fingerprint: bool
+) -> bytes:
+    """``body`` plus a valid MESSAGE-INTEGRITY (and FINGERPRINT): hostile but authentic."""
+    head = _STUN_HEADER.pack(mtype, len(body) + 24, _MAGIC_COOKIE, transaction_id)
+    body += tlv(0x0008, hmac.new(key, head + body, hashlib.sha1).digest())
+    if fingerprint:
+        head = _STUN_HEADER.pack(mtype, len(body) + 8, _MAGIC_COOKIE, transaction_id)
+        crc = (binascii.crc32(head + body) ^ 0x5354554E) & 0xFFFFFFFF
+        body += tlv(0x8028, struct.pack("!I", crc))
+    return raw_stun(mtype, transaction_id, body)

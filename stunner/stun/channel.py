@@ -5,7 +5,9 @@ from __future__ import annotations
 import struct
 
 CHANNEL_MIN = 0x4000
-CHANNEL_MAX = 0x4FFF
+# RFC 8656 narrowed channels to 0x4000-0x4FFF; RFC 5766 clients (coturn's turnutils, older
+# libraries) still use up to 0x7FFF, which pion accepts too. The ChannelData bit test covers both.
+CHANNEL_MAX = 0x7FFF
 CHANNEL_HEADER = struct.Struct("!HH")
 _PADS = (b"", b"\x00\x00\x00", b"\x00\x00", b"\x00")
 

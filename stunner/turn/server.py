@@ -50,8 +50,6 @@ REASONS = {
     500: "Server Error",
     508: "Insufficient Capacity",
 }
-# Errors sent before (or instead of) authentication carry no MESSAGE-INTEGRITY (RFC 8489 9.2.4).
-_UNSIGNED_ERRORS = frozenset({400, 401, 420, 438})
 
 
 class TurnError(Exception):
@@ -285,10 +283,11 @@ class TurnServer:
         self, client: ClientEndpoint, request: Message, response: Message, key: bytes | None
     ) -> bytes:
         code = response.attributes.get("ERROR-CODE", (0,))[0]
-        signing_key = None if code in _UNSIGNED_ERRORS else key
+        # Answers to authenticated requests are signed, errors included (RFC 8489 9.2.4);
+        # the challenges (401, 438) and pre-auth errors (400, 420) come with key=None.
         fingerprint = "FINGERPRINT" in request.attributes
-        data = response.encode(signing_key, fingerprint)
-        if signing_key is None and not client.stream and self.limits.udp_amplification_guard:
+        data = response.encode(key, fingerprint)
+        if key is None and not client.stream and self.limits.udp_amplification_guard:
             ip = client.addr[0]
             if code and not self.guard.fits(ip, len(data)):
                 # The same answer without its reason phrase may fit the credit.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -75,9 +76,28 @@ async def test_two_workers_sum_exactly_and_survive_a_worker_crash(tmp_path: Path
         for client in clients:
             client.transport.close()
         echo.close()
+        stragglers = children(daemon.proc.pid) if daemon.proc else []
         daemon.stop()
-        for pid in children(daemon.proc.pid) if daemon.proc else []:
-            os.kill(pid, signal.SIGKILL)
+        for pid in stragglers:  # they would drain their allocations for the grace period
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+async def test_workers_exit_when_the_supervisor_is_killed(tmp_path: Path) -> None:
+    daemon = Daemon(tmp_path)
+    try:
+        daemon.start("--workers", "2")
+        assert daemon.proc is not None
+        workers = children(daemon.proc.pid)
+        assert len(workers) == 2
+        daemon.proc.kill()  # SIGKILL: no chance to forward anything
+        daemon.proc.wait(timeout=10)
+        wait_until(lambda: all(not Path(f"/proc/{pid}").exists() for pid in workers), 15)
+    finally:
+        for pid in workers:
+            if Path(f"/proc/{pid}").exists():
+                os.kill(pid, signal.SIGKILL)
+        daemon.stop()
 
 
 async def test_workers_drain_on_sigterm(tmp_path: Path) -> None:

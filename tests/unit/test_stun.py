@@ -181,7 +181,7 @@ def test_channel_data_framing() -> None:
     assert pack_channel_data(0x4000, b"abcde", stream=True) == b"\x40\x00\x00\x05abcde\x00\x00\x00"
     assert parse_channel_data(b"\x40\x01\x00\x02hi\x00\x00") == (0x4001, b"hi")
     with pytest.raises(ValueError, match="out of range"):
-        parse_channel_data(b"\x50\x00\x00\x00")
+        parse_channel_data(b"\x3f\xff\x00\x00")
     with pytest.raises(ValueError, match="shorter than its length"):
         parse_channel_data(b"\x40\x00\x00\x09abc")
     assert stream_frame_length(b"\x40\x00\x00\x05") == 12

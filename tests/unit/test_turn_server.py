@@ -285,7 +285,7 @@ async def test_channel_bind_rules(server: TurnServer) -> None:
     bind = Method.CHANNEL_BIND
     assert code(await client.request(bind, XOR_PEER_ADDRESS=[peer])) == 400
     assert code(await client.request(bind, CHANNEL_NUMBER=0x3FFF, XOR_PEER_ADDRESS=[peer])) == 400
-    assert code(await client.request(bind, CHANNEL_NUMBER=0x5000, XOR_PEER_ADDRESS=[peer])) == 400
+    assert code(await client.request(bind, CHANNEL_NUMBER=0x8000, XOR_PEER_ADDRESS=[peer])) == 400
     assert (
         code(await client.request(bind, CHANNEL_NUMBER=0x4000, XOR_PEER_ADDRESS=[("10.9.9.9", 1)]))
         == 403
@@ -300,6 +300,18 @@ async def test_channel_bind_rules(server: TurnServer) -> None:
     ).msg_class == Class.SUCCESS
     assert code(await client.request(bind, CHANNEL_NUMBER=0x4000, XOR_PEER_ADDRESS=[other])) == 400
     assert code(await client.request(bind, CHANNEL_NUMBER=0x4001, XOR_PEER_ADDRESS=[peer])) == 400
+
+
+async def test_rfc5766_channel_numbers_and_signed_errors(server: TurnServer) -> None:
+    """coturn's clients bind up to 0x7FFF; errors after authentication carry integrity."""
+    client = Client(server)
+    await client.allocate()
+    bind = Method.CHANNEL_BIND
+    ok = await client.request(bind, CHANNEL_NUMBER=0x7FFF, XOR_PEER_ADDRESS=[(ADMITTED, 7)])
+    assert ok.msg_class == Class.SUCCESS
+    bad = await client.request(bind, CHANNEL_NUMBER=0x8000, XOR_PEER_ADDRESS=[(ADMITTED, 8)])
+    assert code(bad) == 400
+    assert bad.check_integrity(client.key)
 
 
 async def test_user_quota_gets_486() -> None:

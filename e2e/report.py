@@ -1,0 +1,128 @@
+"""The per-run report: every assertion (query, expected, got) as markdown and JSON, and a PNG
+per metric family over the run, from Prometheus `query_range`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from e2e import contract
+from e2e.checks import Record, Recorder
+from e2e.prom import PromClient
+
+log = logging.getLogger(__name__)
+
+MAX_POINTS = 400
+
+
+@dataclass
+class RunInfo:
+    """Context for the report header."""
+
+    target: str
+    started: float
+    finished: float = 0.0
+    notes: list[str] = field(default_factory=list)
+    outcomes: dict[str, str] = field(default_factory=dict)  # test id -> passed/failed/skipped
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def write_tables(outdir: Path, recorder: Recorder, info: RunInfo) -> None:
+    """report.json and report.md: one row per assertion."""
+    rows = [r.as_dict() for r in recorder.records]
+    failed = sum(1 for r in recorder.records if not r.ok and not r.negative)
+    caught = sum(1 for r in recorder.records if not r.ok and r.negative)
+    meta: dict[str, Any] = {
+        "target": info.target,
+        "started": info.started,
+        "finished": info.finished,
+        "duration_s": round(info.finished - info.started, 1),
+        "notes": info.notes,
+        "tests": info.outcomes,
+        "assertions": len(rows),
+        "assertions_failed": failed,
+        "negative_controls_caught": caught,
+    }
+    (outdir / "report.json").write_text(json.dumps({**meta, "records": rows}, indent=1))
+    lines = [
+        f"# stunner e2e report ({info.target})",
+        "",
+        f"- duration: {meta['duration_s']} s; assertions: {len(rows)}, failed: {failed}; "
+        f"negative controls caught: {caught}",
+        *(f"- {note}" for note in info.notes),
+        "",
+        "## Tests",
+        "",
+        "| test | outcome |",
+        "|---|---|",
+        *(f"| {_md_cell(t)} | {o} |" for t, o in info.outcomes.items()),
+        "",
+        "## Assertions",
+        "",
+        "| scenario | check | query | expected | got | ok |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in recorder.records:
+        query = _md_cell(r.query)
+        lines.append(
+            f"| {_md_cell(r.scenario)} | {_md_cell(r.check)} | `{query}` | "
+            f"{_md_cell(r.expected)} | {_md_cell(r.got)} | {_verdict(r)} |"
+        )
+    (outdir / "report.md").write_text("\n".join(lines) + "\n")
+
+
+def _verdict(rec: Record) -> str:
+    if rec.negative:
+        return "ok" if rec.ok else "fail (intended)"
+    return "ok" if rec.ok else "**FAIL**"
+
+
+def _series_label(labels: dict[str, str]) -> str:
+    """`gateway name direction`: the instance is redundant when the gateway label is there."""
+    skip = {"__name__", "job"} | ({"instance"} if "gateway" in labels else set())
+    order = ["gateway", "instance", "name", "direction"]
+    keys = [k for k in order if k in labels and k not in skip]
+    keys += sorted(k for k in labels if k not in order and k not in skip)
+    return " ".join(labels[k] for k in keys)
+
+
+def write_plots(outdir: Path, prom: PromClient, start: float, end: float, selector: str) -> int:
+    """One PNG per contract family; returns how many were written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plots = outdir / "plots"
+    plots.mkdir(exist_ok=True)
+    step = max(1.0, math.ceil((end - start) / MAX_POINTS))
+    written = 0
+    for fam in contract.ALL:
+        query = f"{fam.name}{{{selector}}}" if selector else fam.name
+        try:
+            series = prom.query_range(query, start, end, step)
+        except Exception as exc:  # a report must not hide the test results
+            log.warning("plot %s: %s", fam.name, exc)
+            continue
+        fig, ax = plt.subplots(figsize=(12, 4.5))
+        for labels, points in series:
+            if points:
+                ts = [t - start for t, _ in points]
+                ax.step(ts, [v for _, v in points], where="post", label=_series_label(labels))
+        ax.set_title(f"{fam.name} ({fam.type})")
+        ax.set_xlabel("seconds since run start")
+        if series:
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        fig.tight_layout()
+        fig.savefig(plots / f"{fam.name}.png", dpi=80)
+        plt.close(fig)
+        written += 1
+    return written

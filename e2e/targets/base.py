@@ -1,0 +1,41 @@
+"""What every target gives the scenarios: listeners, credentials, a peer, a Prometheus scope."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from e2e.checks import Scope
+from e2e.clients import Address, Endpoint
+
+if TYPE_CHECKING:
+    from e2e.echo import EchoBackend
+    from e2e.targets.local import LocalLab
+
+# A peer no cluster should hold (TEST-NET-1, RFC 5737).
+DEFAULT_OUTSIDE_PEER: Address = ("192.0.2.1", 9)
+
+
+@dataclass
+class Target:
+    """A gateway hierarchy to test.
+
+    `listeners`: routed to a cluster that holds `peer` (the echo backend), by protocol.
+    `denied`: a listener routed to a cluster without `peer` (None: use `outside_peer` instead).
+    `listener_names`: every listener the gateway has, for the no-stray-series check (None when
+    unknown, e.g. someone else's deployment).
+    """
+
+    kind: str
+    listeners: dict[str, Endpoint]
+    username: str
+    password: str
+    peer: Address
+    scope: Scope
+    denied: Endpoint | None = None
+    outside_peer: Address = DEFAULT_OUTSIDE_PEER
+    listener_names: set[str] | None = None
+    backend: EchoBackend | None = None
+    uclient: Endpoint | None = None
+    lab: LocalLab | None = None
+    notes: list[str] = field(default_factory=list)
