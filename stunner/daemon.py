@@ -266,8 +266,9 @@ class ConfigWatcher:
     """Polls a config file and hands valid new versions to ``Stunner.apply``.
 
     Polling (not inotify) follows the kubelet's ConfigMap symlink swap and survives the file
-    being deleted and recreated. An invalid or half-written file is logged once and the last
-    good config keeps running.
+    being deleted and recreated. A changed file is applied only once it has stayed the same
+    for one more poll, so a non-atomic writer caught halfway (a valid but truncated file) is
+    not applied. An invalid file is logged once and the last good config keeps running.
     """
 
     def __init__(self, path: str, stunner: Stunner, interval: float = 0.25) -> None:
@@ -277,6 +278,7 @@ class ConfigWatcher:
         self._last_digest = b""
         self._last_error = ""
         self._last_stat: tuple[int, int, int] | None = None
+        self._pending: str | None = None  # changed text waiting one poll to prove stable
 
     def read(self) -> str | None:
         """The file's text if it changed since the last look, else None."""
@@ -290,25 +292,29 @@ class ConfigWatcher:
         except (OSError, UnicodeDecodeError) as exc:
             self._report(f"cannot read config {self.path}: {exc}")
             self._last_stat = None
+            self._pending = None
             return None
         self._last_stat = stamp
-        digest = hashlib.sha256(text.encode()).digest()
-        if digest == self._last_digest:
+        if hashlib.sha256(text.encode()).digest() == self._last_digest:
+            self._pending = None  # changed back to what runs
             return None
         return text
 
     async def check_once(self) -> bool:
-        """Apply the file if it changed and is valid; True if a new config was applied."""
+        """One poll: True if a new config was applied."""
         text = self.read()
-        if text is None:
+        if text is not None and text != self._pending:
+            self._pending = text  # changed: wait for the next poll to see it unchanged
             return False
+        if self._pending is None:
+            return False
+        text, self._pending = self._pending, None
+        self._last_digest = hashlib.sha256(text.encode()).digest()
         try:
             config = loads(text, source=self.path)
         except ConfigError as exc:
             self._report(f"config rejected, the last good config keeps running: {exc}")
-            self._last_digest = hashlib.sha256(text.encode()).digest()
             return False
-        self._last_digest = hashlib.sha256(text.encode()).digest()
         self._last_error = ""
         started = time.monotonic()
         await self.stunner.apply(config)

@@ -9,6 +9,16 @@ import pytest
 
 from stunner.daemon import ConfigWatcher
 from tests.integration.conftest import Gateway
+
+
+async def settle(watcher: ConfigWatcher, polls: int = 3) -> bool:
+    """Poll like the watcher's loop does; True once a new config was applied."""
+    for _ in range(polls):
+        if await watcher.check_once():
+            return True
+    return False
+
+
 from tests.support import TurnClient, free_port, samples, scrape_async, value, wait_for
 
 
@@ -38,7 +48,7 @@ async def test_reload_adds_a_listener_and_moves_metrics_while_relaying(
     path = tmp_path / "stunnerd.conf"
     path.write_text(yaml.safe_dump(config))
     watcher = ConfigWatcher(str(path), gateway.stunner)
-    assert await watcher.check_once()
+    assert await settle(watcher)
     assert not await watcher.check_once()  # unchanged file: nothing to do
 
     # The old allocation still relays, through the same relay socket.
@@ -62,19 +72,19 @@ async def test_invalid_config_keeps_the_last_good_one(gateway: Gateway, tmp_path
     path = tmp_path / "stunnerd.conf"
     path.write_text(yaml.safe_dump(gateway.config))
     watcher = ConfigWatcher(str(path), gateway.stunner)
-    assert await watcher.check_once()
+    assert await settle(watcher)
     running = gateway.stunner.config
     for broken in ("", "version: v1alpha1\nlisteners: [{name: x, port: 99999}]\n", "{{{"):
         path.write_text(broken)
-        assert not await watcher.check_once()
+        assert not await settle(watcher)
         assert gateway.stunner.config is running
     client = await TurnClient.connect(("127.0.0.1", gateway.ports["UDP"]), "UDP")
     await client.send_and_wait(gateway.echo.address, 3, 10)
     await client.close()
     path.unlink()
-    assert not await watcher.check_once()
+    assert not await settle(watcher)
     path.write_text(yaml.safe_dump(gateway.config).replace("it-stunnerd", "renamed"))
-    assert await watcher.check_once()
+    assert await settle(watcher)
     assert gateway.stunner.config is not None
     assert gateway.stunner.config.admin.name == "renamed"
 
