@@ -9,6 +9,7 @@ import pytest
 
 from stunner.daemon import ConfigWatcher
 from tests.integration.conftest import Gateway
+from tests.support import TurnClient, free_port, samples, scrape_async, value, wait_for
 
 
 async def settle(watcher: ConfigWatcher, polls: int = 3) -> bool:
@@ -17,9 +18,6 @@ async def settle(watcher: ConfigWatcher, polls: int = 3) -> bool:
         if await watcher.check_once():
             return True
     return False
-
-
-from tests.support import TurnClient, free_port, samples, scrape_async, value, wait_for
 
 
 async def test_reload_adds_a_listener_and_moves_metrics_while_relaying(
