@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import time
 from pathlib import Path
 
@@ -24,7 +23,10 @@ VARIABLES = {"$listener": ".*", "${listener}": ".*", "$__rate_interval": "15s"}
 
 
 def dashboard_queries() -> list[tuple[str, str]]:
-    """(panel title, PromQL with the variables filled in) for every panel target."""
+    """(panel title, PromQL with the variables filled in) for every panel target.
+
+    Which metrics the panels cover is checked offline by tests/charts/test_dashboard.py.
+    """
     board = json.loads(DASHBOARD.read_text())
     out = []
     for panel in board["panels"]:
@@ -37,27 +39,6 @@ def dashboard_queries() -> list[tuple[str, str]]:
             assert "$" not in expr, f"unknown variable in {panel['title']}: {expr}"
             out.append((panel["title"], expr))
     return out
-
-
-def test_the_dashboard_has_queries() -> None:
-    queries = dashboard_queries()
-    assert len(queries) >= 15
-    metrics = " ".join(q for _, q in queries)
-    for family in (
-        "stunner_listener_connections",
-        "stunner_listener_connections_total",
-        "stunner_listener_packets_total",
-        "stunner_listener_bytes_total",
-        "stunner_cluster_connections",
-        "stunner_cluster_connections_total",
-        "stunner_cluster_packets_total",
-        "stunner_cluster_bytes_total",
-        "stunner_allocations_active",
-        "process_cpu_seconds_total",
-        "process_resident_memory_bytes",
-        "process_open_fds",
-    ):
-        assert re.search(rf"\b{family}\b", metrics), family
 
 
 async def test_every_panel_returns_data_after_traffic(

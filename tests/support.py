@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import binascii
 import contextlib
-import datetime
 import hashlib
 import hmac
 import logging
@@ -75,39 +74,12 @@ class EchoPeer(asyncio.DatagramProtocol):
 
 
 def self_signed_cert(directory: Path, host: str = "127.0.0.1") -> tuple[bytes, bytes]:
-    """PEM cert and key for ``host``, made at test time."""
-    import ipaddress
+    """PEM cert and key for ``host``, made at test time (the e2e harness's generator)."""
+    from e2e.certs import self_signed
 
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "stunner-test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    (directory / "cert.pem").write_bytes(cert_pem)
-    return cert_pem, key_pem
+    made = self_signed(host)
+    (directory / "cert.pem").write_bytes(made.cert_pem)
+    return made.cert_pem, made.key_pem
 
 
 def client_ssl_context(cert_pem: bytes) -> ssl.SSLContext:

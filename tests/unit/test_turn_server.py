@@ -83,6 +83,21 @@ def code(msg: Message) -> int:
 NO_GUARD = LimitsConfig(udp_amplification_guard=False)
 
 
+def make_server(low: int, high: int, name: str = "l", **options: Any) -> TurnServer:
+    """A server admitting every peer, with user1/pass1, relaying on ports ``low..high``."""
+    options.setdefault("limits", NO_GUARD)
+    return TurnServer(
+        name,
+        ListenerStats(),
+        PlaintextAuth(REALM, "user1", "pass1"),
+        lambda ip: True,
+        "127.0.0.1",
+        low,
+        high,
+        **options,
+    )
+
+
 @pytest.fixture
 async def server() -> AsyncIterator[TurnServer]:
     srv = TurnServer(
@@ -315,17 +330,7 @@ async def test_rfc5766_channel_numbers_and_signed_errors(server: TurnServer) -> 
 
 
 async def test_user_quota_gets_486() -> None:
-    srv = TurnServer(
-        "l",
-        ListenerStats(),
-        PlaintextAuth(REALM, "user1", "pass1"),
-        lambda ip: True,
-        "127.0.0.1",
-        42000,
-        42999,
-        limits=NO_GUARD,
-        quotas=Quotas(user_quota=1),
-    )
+    srv = make_server(42000, 42999, quotas=Quotas(user_quota=1))
     try:
         assert (await Client(srv, addr=("192.0.2.1", 1)).allocate()).msg_class == Class.SUCCESS
         assert code(await Client(srv, addr=("192.0.2.1", 2)).allocate()) == 486
@@ -337,16 +342,7 @@ async def test_exhausted_relay_ports_get_508() -> None:
     blocker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     blocker.bind(("127.0.0.1", 0))
     port = blocker.getsockname()[1]
-    srv = TurnServer(
-        "l",
-        ListenerStats(),
-        PlaintextAuth(REALM, "user1", "pass1"),
-        lambda ip: True,
-        "127.0.0.1",
-        port,
-        port,
-        limits=NO_GUARD,
-    )
+    srv = make_server(port, port)
     try:
         assert code(await Client(srv).allocate()) == 508
     finally:
@@ -362,17 +358,7 @@ async def test_unknown_method_gets_400(server: TurnServer) -> None:
 
 async def test_expiry_frees_the_relay_socket() -> None:
     now = [1000.0]
-    srv = TurnServer(
-        "l",
-        ListenerStats(),
-        PlaintextAuth(REALM, "user1", "pass1"),
-        lambda ip: True,
-        "127.0.0.1",
-        43000,
-        43999,
-        clock=lambda: now[0],
-        limits=NO_GUARD,
-    )
+    srv = make_server(43000, 43999, clock=lambda: now[0])
     try:
         client = Client(srv)
         response = await client.allocate()
@@ -410,16 +396,7 @@ async def test_limits_per_allocation_and_totals() -> None:
         channels_per_allocation=1,
         allocations_per_listener=1,
     )
-    srv = TurnServer(
-        "l",
-        ListenerStats(),
-        PlaintextAuth(REALM, "user1", "pass1"),
-        lambda ip: True,
-        "127.0.0.1",
-        44000,
-        44999,
-        limits=limits,
-    )
+    srv = make_server(44000, 44999, limits=limits)
     try:
         client = Client(srv)
         await client.allocate()
@@ -447,20 +424,7 @@ async def test_limits_per_allocation_and_totals() -> None:
 
 async def test_total_allocations_are_shared_across_servers() -> None:
     quotas = Quotas(total=1)
-    servers = [
-        TurnServer(
-            name,
-            ListenerStats(),
-            PlaintextAuth(REALM, "user1", "pass1"),
-            lambda ip: True,
-            "127.0.0.1",
-            44000,
-            44999,
-            limits=NO_GUARD,
-            quotas=quotas,
-        )
-        for name in ("a", "b")
-    ]
+    servers = [make_server(44000, 44999, name=name, quotas=quotas) for name in ("a", "b")]
     try:
         assert (await Client(servers[0]).allocate()).msg_class == Class.SUCCESS
         assert code(await Client(servers[1]).allocate()) == 508
@@ -474,15 +438,7 @@ async def test_total_allocations_are_shared_across_servers() -> None:
 
 async def test_udp_answers_never_exceed_what_the_source_sent() -> None:
     """The amplification guard: unauthenticated bytes out <= bytes in, per source."""
-    srv = TurnServer(
-        "l",
-        ListenerStats(),
-        PlaintextAuth(REALM, "user1", "pass1"),
-        lambda ip: True,
-        "127.0.0.1",
-        44000,
-        44999,
-    )
+    srv = make_server(44000, 44999, limits=LimitsConfig())  # the default: guard on
     try:
         client = Client(srv)
         sent_in = 0
