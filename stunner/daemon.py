@@ -235,8 +235,9 @@ class Stunner:
         if self.allocation_count() == 0:
             self._drained.set()
 
-    async def drain(self, grace_period: float) -> None:
-        """Graceful shutdown: not ready, no new allocations, wait for the existing ones."""
+    async def drain(self, grace_period: float, abort: asyncio.Event | None = None) -> None:
+        """Graceful shutdown: not ready, no new allocations, wait for the existing ones
+        (until the grace period ends, or ``abort`` is set: SIGINT during a drain)."""
         self.health.ready = False
         for lis in self.listeners.values():
             lis.stop_accepting()
@@ -247,8 +248,12 @@ class Stunner:
         if remaining:
             self._drained.clear()
             self._check_drained()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._drained.wait(), grace_period)
+            waits = [asyncio.ensure_future(self._drained.wait())]
+            if abort is not None:
+                waits.append(asyncio.ensure_future(abort.wait()))
+            await asyncio.wait(waits, timeout=grace_period, return_when=asyncio.FIRST_COMPLETED)
+            for wait in waits:
+                wait.cancel()
 
     async def close(self) -> None:
         self.health.ready = False

@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import os
 import socket
 import ssl
 import struct
 import tempfile
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 
 from .auth import Authenticator
 from .cluster import Admission
 from .config import LimitsConfig, ListenerConfig
 from .stats import ListenerStats
 from .stun.channel import stream_frame_length
+from .tls import TlsServerProtocol
 from .turn import Allocation, ClientEndpoint, TurnServer
 from .turn.limits import Quotas
 
@@ -52,9 +54,14 @@ class UdpListenerProtocol(asyncio.DatagramProtocol):
         self.stats = server.stats
         self.allocations = server.allocations
         self.transport: asyncio.DatagramTransport | None = None
+        self.closed = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         # Hot path: every datagram counts first, malformed ones included.
@@ -249,15 +256,23 @@ class Listener:
             )
             self._udp = transport
         elif cfg.protocol in ("TCP", "TLS"):
-            context = ssl_context(cfg.cert, cfg.key) if cfg.protocol == "TLS" else None
+
+            def plain() -> asyncio.Protocol:
+                return StreamConnectionProtocol(self.server)
+
+            factory: Callable[[], asyncio.Protocol] = plain
+            if cfg.protocol == "TLS":
+                context = ssl_context(cfg.cert, cfg.key)
+
+                def factory() -> asyncio.Protocol:
+                    # TLS on the plain transport (stunner.tls), the current limits per connection.
+                    timeout = self.server.limits.tls_handshake_timeout
+                    return TlsServerProtocol(context, plain, timeout)
+
             self._tcp = await loop.create_server(
-                lambda: StreamConnectionProtocol(self.server),
+                factory,
                 cfg.address,
                 cfg.port,
-                ssl=context,
-                ssl_handshake_timeout=(
-                    self.server.limits.tls_handshake_timeout if context is not None else None
-                ),
                 reuse_address=True,
                 reuse_port=self.reuse_port or None,
             )
@@ -281,8 +296,13 @@ class Listener:
     async def stop(self) -> None:
         self.server.close()
         if self._udp is not None:
+            # Wait for the socket to be really closed, so that a restart on the same port binds.
+            protocol = self._udp.get_protocol()
             self._udp.close()
             self._udp = None
+            if isinstance(protocol, UdpListenerProtocol):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(protocol.closed), 1.0)
         if self._tcp is not None:
             self._tcp.close()
             self._tcp = None

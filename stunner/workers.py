@@ -124,13 +124,16 @@ class WorkerPool:
                 setattr(stats, field_name, value)
             yield name, stats
 
-    async def stop(self, sig: int) -> None:
-        """Forward the signal (SIGTERM drains, SIGINT is immediate) and wait for every worker."""
-        self.stopping = True
+    def signal_all(self, sig: int) -> None:
         for worker in self.workers.values():
             if worker.process.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     worker.process.send_signal(sig)
+
+    async def stop(self, sig: int) -> None:
+        """Forward the signal (SIGTERM drains, SIGINT is immediate) and wait for every worker."""
+        self.stopping = True
+        self.signal_all(sig)
         for worker in self.workers.values():
             await worker.process.wait()
         if self._tasks:

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from .. import __version__, constants
@@ -56,8 +56,10 @@ def build_parser() -> OneLineParser:
 class StopSignals:
     """SIGTERM asks for a graceful drain, SIGINT for an immediate exit."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_immediate: Callable[[], None] = lambda: None) -> None:
         self.event = asyncio.Event()
+        self.immediate = asyncio.Event()  # SIGINT, even in the middle of a drain
+        self.on_immediate = on_immediate
         self.signal = signal.SIGTERM
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self._stop, signal.SIGTERM)
@@ -69,6 +71,9 @@ class StopSignals:
         logger.info("%s: %s", sig.name, "draining" if sig == signal.SIGTERM else "exiting now")
         self.signal = sig
         self.event.set()
+        if sig == signal.SIGINT:
+            self.immediate.set()
+            self.on_immediate()
 
     @property
     def graceful(self) -> bool:
@@ -98,6 +103,7 @@ async def run(args: argparse.Namespace, config: StunnerConfig | None, log_fixed:
             follow_loglevel=not log_fixed, data_plane=False, stats_source=pool.aggregate
         )
         stunner.health.gate = lambda: pool is not None and pool.ready
+        stops.on_immediate = lambda: pool.signal_all(signal.SIGINT) if pool else None
     else:
         worker = args.worker_fd is not None
         stunner = Stunner(reuse_port=worker, follow_loglevel=not log_fixed, admin=not worker)
@@ -125,7 +131,7 @@ async def run(args: argparse.Namespace, config: StunnerConfig | None, log_fixed:
     if pool is not None:
         await pool.stop(stops.signal)
     elif stops.graceful:
-        await stunner.drain(args.grace_period)
+        await stunner.drain(args.grace_period, stops.immediate)
     await stunner.close()
     if publisher is not None:
         publisher.cancel()

@@ -260,3 +260,15 @@ def test_watch_waits_for_a_missing_file(tmp_path: Path) -> None:
     finally:
         proc.kill()
         proc.wait(timeout=10)
+
+
+async def test_sigint_during_a_drain_exits_at_once(daemon: Daemon) -> None:
+    daemon.start()
+    client = await TurnClient.connect(("127.0.0.1", daemon.udp_port), "UDP")
+    assert daemon.proc is not None
+    daemon.proc.send_signal(signal.SIGTERM)
+    await wait_for(lambda: http_status(daemon.url("/ready")) == 503, 10)
+    assert daemon.proc.poll() is None  # draining: the allocation holds it
+    daemon.proc.send_signal(signal.SIGINT)
+    await wait_for(lambda: daemon.proc is not None and daemon.proc.poll() is not None, 5)
+    client.transport.close()

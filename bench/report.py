@@ -1,0 +1,610 @@
+"""Tables from the bench's JSON: the console summary and ``docs/performance.md``.
+
+Nothing in the doc's tables is typed by hand: ``python -m bench.report bench-results/bench.json
+-o docs/performance.md`` regenerates it. The targets of the performance issue are evaluated
+here, from the JSON alone, so a reader can check how each verdict was reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SERVERS = ("stunnerd", "coturn")
+RATIO_TARGET = 0.8
+MONITORING_TARGET_PCT = 3.0
+RSS_TARGET_BYTES = 8 * 1024
+SCRAPE_TARGET_MS = 50.0
+
+
+# formatting
+
+
+def fmt_int(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def fmt_ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def fmt_pct(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}%"
+
+
+def fmt_ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} ms"
+
+
+def fmt_kib(value: float | None) -> str:
+    return "-" if value is None else f"{value / 1024:.2f} KiB"
+
+
+def fmt_met(met: bool | None) -> str:
+    return {True: "met", False: "NOT met", None: "not measured"}[met]
+
+
+@dataclass(frozen=True)
+class Table:
+    title: str
+    headers: Sequence[str]
+    rows: Sequence[Sequence[str]]
+    note: str = ""
+
+
+def render_table(table: Table, markdown: bool) -> str:
+    cells = [list(table.headers), *[list(r) for r in table.rows]]
+    if markdown:
+        lines = ["| " + " | ".join(cells[0]) + " |", "|" + "---|" * len(cells[0])]
+        lines += ["| " + " | ".join(row) + " |" for row in cells[1:]]
+        return "\n".join(lines)
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+# aggregation
+
+
+def aggregate(runs: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
+    """Sum the good runs of one cell: rates are total datagrams over total CPU (or wall) time."""
+    good = [r for r in runs if r.get("ok")]
+    if not good:
+        return None
+    relayed = sum(r["relayed"] for r in good)
+    cpu = sum(r["cpu_s"] for r in good)
+    wall = sum(r["window_s"] for r in good)
+    sent = sum(r["sent"] for r in good)
+    loss = sum(r["loss"] for r in good)
+    drops = sum(r.get("rcvbuf_errors", 0) for r in good)
+    per_run = [r["per_cpu_s"] for r in good]
+    return {
+        "runs": len(good),
+        "relayed": relayed,
+        "cpu_s": round(cpu, 3),
+        "per_cpu_s": relayed / cpu if cpu else 0.0,
+        "per_wall_s": relayed / wall if wall else 0.0,
+        "loss_pct": 100.0 * loss / sent if sent else 0.0,
+        "cpu_util": cpu / wall if wall else 0.0,
+        "lost": loss,
+        "rcvbuf_errors": drops,
+        "min_per_cpu_s": min(per_run),
+        "max_per_cpu_s": max(per_run),
+    }
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def cells(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """One entry per (size, allocations): each server's aggregate and the ratio."""
+    runs = data.get("throughput", {}).get("runs", [])
+    keys = sorted({(r["size"], r["allocations"]) for r in runs})
+    out = []
+    for size, allocations in keys:
+        cell: dict[str, Any] = {"size": size, "allocations": allocations}
+        for server in SERVERS:
+            cell[server] = aggregate(
+                r
+                for r in runs
+                if (r["server"], r["size"], r["allocations"]) == (server, size, allocations)
+            )
+        rates = [cell[s]["per_cpu_s"] if cell[s] else None for s in SERVERS]
+        cell["ratio"] = ratio(*rates)
+        out.append(cell)
+    return out
+
+
+def size_ratio(data: dict[str, Any], size: int) -> float | None:
+    """stunnerd/coturn over all runs at ``size`` bytes: total datagrams per total CPU."""
+    runs = [r for r in data.get("throughput", {}).get("runs", []) if r["size"] == size]
+    rates = []
+    for server in SERVERS:
+        agg = aggregate(r for r in runs if r["server"] == server)
+        rates.append(agg["per_cpu_s"] if agg else None)
+    return ratio(*rates)
+
+
+def memory_at(data: dict[str, Any], server: str, allocations: int) -> dict[str, Any] | None:
+    for row in data.get("memory", {}).get(server, []):
+        if row["allocations"] == allocations:
+            return dict(row)
+    return None
+
+
+def monitoring_verdict(mon: dict[str, Any]) -> tuple[str, bool | None]:
+    """The A/B cost decides, unless it is not resolved (inside the noise, or the noise is
+    unknown): then the direct estimate (CPU per scrape x 1 scrape/s over the relay's CPU)
+    decides."""
+    cost = mon.get("cost_pct")
+    if cost is None:
+        return "-", None
+    noise, direct = mon.get("noise_pct"), mon.get("direct_pct")
+    value = fmt_pct(cost, 2)
+    if direct is None:
+        return value, cost < MONITORING_TARGET_PCT
+    value = f"A/B {value} (noise +-{fmt_pct(noise)}), direct {direct:.2f}%"
+    if cost < MONITORING_TARGET_PCT or (noise is not None and abs(cost) > noise):
+        return value, cost < MONITORING_TARGET_PCT
+    return value, direct < MONITORING_TARGET_PCT
+
+
+def evaluate_targets(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's four targets, each with its measured value and verdict (None: not run)."""
+    targets = []
+    r100 = size_ratio(data, 100)
+    targets.append(
+        {
+            "name": "stunnerd / coturn datagrams per CPU-second, 100 B, one process",
+            "target": f">= {RATIO_TARGET:.1f}x",
+            "value": fmt_ratio(r100),
+            "met": None if r100 is None else r100 >= RATIO_TARGET,
+        }
+    )
+    value, met = monitoring_verdict(data.get("monitoring", {}))
+    targets.append(
+        {
+            "name": "throughput cost of metrics on + a 1 s Prometheus scrape",
+            "target": f"< {MONITORING_TARGET_PCT:.0f}%",
+            "value": value,
+            "met": met,
+        }
+    )
+    mem = memory_at(data, "stunnerd", 10_000)
+    per_alloc = mem["per_alloc_bytes"] if mem else None
+    targets.append(
+        {
+            "name": "stunnerd RSS per idle allocation (10,000 allocations)",
+            "target": "< 8 KiB",
+            "value": fmt_kib(per_alloc),
+            "met": None if per_alloc is None else per_alloc < RSS_TARGET_BYTES,
+        }
+    )
+    scrape = mem.get("scrape_ms_median") if mem else None
+    targets.append(
+        {
+            "name": "/metrics scrape time at 10,000 allocations (median)",
+            "target": f"< {SCRAPE_TARGET_MS:.0f} ms",
+            "value": fmt_ms(scrape),
+            "met": None if scrape is None else scrape < SCRAPE_TARGET_MS,
+        }
+    )
+    return targets
+
+
+# tables
+
+
+def throughput_table(data: dict[str, Any]) -> Table:
+    rows = []
+    for cell in cells(data):
+        s, c = cell["stunnerd"], cell["coturn"]
+        rows.append(
+            [
+                f"{cell['size']} B",
+                str(cell["allocations"]),
+                fmt_int(s and s["per_cpu_s"]),
+                fmt_int(c and c["per_cpu_s"]),
+                fmt_ratio(cell["ratio"]),
+                fmt_int(s and s["per_wall_s"]),
+                fmt_int(c and c["per_wall_s"]),
+                fmt_pct(s and s["loss_pct"]),
+                fmt_pct(c and c["loss_pct"]),
+                fmt_pct(s and 100 * s["cpu_util"], 0),
+                fmt_pct(c and 100 * c["cpu_util"], 0),
+            ]
+        )
+    repeats = data.get("throughput", {}).get("repeats", 1)
+    return Table(
+        "Relayed datagrams per server CPU-second (both directions)",
+        [
+            "payload",
+            "allocs",
+            "stunnerd /CPU-s",
+            "coturn /CPU-s",
+            "ratio",
+            "stunnerd /s",
+            "coturn /s",
+            "stunnerd loss",
+            "coturn loss",
+            "stunnerd CPU",
+            "coturn CPU",
+        ],
+        rows,
+        f"{repeats} run(s) per cell, interleaved; rates are total datagrams over total time. "
+        "/s is the wall-clock rate in the traffic window; CPU is the server's CPU use in it.",
+    )
+
+
+def spread_table(data: dict[str, Any]) -> Table:
+    rows = []
+    for cell in cells(data):
+        for server in SERVERS:
+            agg = cell[server]
+            if agg:
+                rows.append(
+                    [
+                        f"{cell['size']} B",
+                        str(cell["allocations"]),
+                        server,
+                        str(agg["runs"]),
+                        fmt_int(agg["min_per_cpu_s"]),
+                        fmt_int(agg["max_per_cpu_s"]),
+                        fmt_int(agg["lost"]),
+                        fmt_int(agg["rcvbuf_errors"]),
+                    ]
+                )
+    headers = ["payload", "allocs", "server", "runs", "min /CPU-s", "max /CPU-s"]
+    return Table(
+        "Run-to-run spread, and where the loss went",
+        [*headers, "lost", "UDP RcvbufErrors"],
+        rows,
+        "lost = messages sent - echoes received; UDP RcvbufErrors = datagrams dropped at a full "
+        "socket receive buffer (any socket on the machine: server, peer or uclient) during those "
+        "runs.",
+    )
+
+
+def allocation_table(data: dict[str, Any]) -> Table:
+    rates = data.get("allocation_rate", {})
+    rows = []
+    for server in SERVERS:
+        r = rates.get(server)
+        if r:
+            rows.append(
+                [
+                    server,
+                    fmt_int(r["completed"]),
+                    fmt_int(r["per_cpu_s"]),
+                    fmt_int(r["per_wall_s"]),
+                    fmt_int(r["failed"]),
+                ]
+            )
+    s, c = rates.get("stunnerd"), rates.get("coturn")
+    r = ratio(s and s["per_cpu_s"], c and c["per_cpu_s"])
+    return Table(
+        "Allocations set up per server CPU-second (401, Allocate, ChannelBind)",
+        ["server", "allocations", "per CPU-s", "per s", "failed"],
+        rows,
+        f"stunnerd / coturn: {fmt_ratio(r)}",
+    )
+
+
+def monitoring_table(data: dict[str, Any]) -> Table:
+    mon = data.get("monitoring", {})
+    if mon.get("skipped"):
+        return Table("Cost of monitoring", ["skipped"], [[mon["skipped"]]])
+    rows = []
+    for run in mon.get("runs", []):
+        rows.append(
+            [
+                "on" if run["metrics"] else "off",
+                fmt_int(run["per_cpu_s"]),
+                fmt_pct(run["loss_pct"]),
+                str(run.get("scrapes", "-")),
+            ]
+        )
+    rows.append(["all off", fmt_int(mon.get("off_per_cpu_s")), "", ""])
+    rows.append(["all on", fmt_int(mon.get("on_per_cpu_s")), "", ""])
+    note = (
+        f"cost = 1 - on/off = {fmt_pct(mon.get('cost_pct'), 2)}, noise (2 standard errors of "
+        f"the difference) +-{fmt_pct(mon.get('noise_pct'), 1)}; direct estimate "
+        f"{fmt_pct(mon.get('direct_pct'), 2)}; "
+        f"stunnerd CPU per scrape: {fmt_ms(mon.get('scrape_cpu_ms'))} "
+        f"({mon.get('scrape_bytes', 0):,} bytes), so 1 scrape/s is "
+        f"{fmt_pct(mon.get('scrape_core_pct'), 2)} of one core. Load: {mon.get('load', '')}."
+    )
+    return Table(
+        "Cost of monitoring: metrics off vs on with Prometheus scraping every 1 s",
+        ["metrics", "datagrams /CPU-s", "loss", "scrapes"],
+        rows,
+        note,
+    )
+
+
+def memory_table(data: dict[str, Any]) -> Table:
+    rows = []
+    for server in SERVERS:
+        for row in data.get("memory", {}).get(server, []):
+            rows.append(
+                [
+                    server,
+                    fmt_int(row["allocations"]),
+                    f"{row['rss_bytes'] / 2**20:.1f} MiB",
+                    fmt_kib(row["per_alloc_bytes"]),
+                    fmt_ms(row.get("scrape_ms_median")),
+                    fmt_ms(row.get("scrape_ms_max")),
+                    fmt_pct(row.get("idle_cpu_pct"), 2),
+                ]
+            )
+    return Table(
+        "Memory per idle allocation and /metrics scrape time",
+        [
+            "server",
+            "allocations",
+            "RSS",
+            "RSS per alloc",
+            "scrape median",
+            "scrape max",
+            "idle CPU",
+        ],
+        rows,
+        "RSS per alloc = (RSS with N allocations - RSS before) / N, each allocation with a "
+        "channel bound. Idle CPU: the server's CPU use over a few seconds with N allocations "
+        "and no traffic.",
+    )
+
+
+def workers_table(data: dict[str, Any]) -> Table:
+    wk = data.get("workers", {})
+    if wk.get("skipped"):
+        return Table("Scaling with worker processes", ["skipped"], [[wk["skipped"]]])
+    rows = []
+    for row in wk.get("runs", []):
+        agg = row.get("aggregate")
+        rows.append(
+            [
+                str(row["workers"]),
+                fmt_int(agg and agg["per_cpu_s"]),
+                fmt_int(agg and agg["per_wall_s"]),
+                fmt_pct(agg and 100 * agg["cpu_util"], 0),
+                fmt_pct(agg and agg["loss_pct"]),
+            ]
+        )
+    return Table(
+        "Scaling with worker processes (stunnerd --workers N)",
+        ["workers", "datagrams /CPU-s", "datagrams /s", "CPU (all processes)", "loss"],
+        rows,
+        f"Load: {wk.get('load', '')}. CPU is summed over the supervisor and its workers.",
+    )
+
+
+def targets_table(data: dict[str, Any]) -> Table:
+    rows = [[t["name"], t["target"], t["value"], fmt_met(t["met"])] for t in evaluate_targets(data)]
+    return Table("Targets (one run)", ["target", "goal", "measured", "verdict"], rows)
+
+
+def machine_table(data: dict[str, Any]) -> Table:
+    m = data.get("machine", {})
+    keys = [
+        ("nproc", "cores (nproc)"),
+        ("cpu_model", "CPU"),
+        ("kernel", "kernel"),
+        ("python", "Python"),
+        ("uvloop", "uvloop"),
+        ("coturn", "coturn"),
+        ("prometheus", "Prometheus"),
+        ("py_spy", "py-spy"),
+        ("stunner", "stunner"),
+        ("rlimit_nofile", "RLIMIT_NOFILE"),
+    ]
+    return Table("Machine", ["", ""], [[label, str(m.get(k, "-"))] for k, label in keys])
+
+
+def profile_tables(profile: dict[str, Any]) -> list[Table]:
+    summary = profile.get("summary", {})
+    out = []
+    kinds = (("categories", "kind of code"), ("self", "self time"), ("inclusive", "inclusive time"))
+    for kind, title in kinds:
+        rows = [
+            [r["function"], str(r["samples"]), fmt_pct(r["pct"])] for r in summary.get(kind, [])
+        ]
+        out.append(
+            Table(
+                f"stunnerd profile, 100 B, 1 allocation: top by {title}",
+                ["function", "samples", "share"],
+                rows,
+                f"{summary.get('samples', 0)} busy samples at {profile.get('rate', '')} Hz "
+                f"({summary.get('idle_samples', 0)} more waited in epoll and are left out); "
+                f"run {profile.get('started_at', '?')}, load: {profile.get('load', '?')}.",
+            )
+        )
+    return out
+
+
+def perf_tables(profile: dict[str, Any]) -> list[Table]:
+    """perf's split of each server's CPU time, also in microseconds per relayed datagram."""
+    out = []
+    for server, perf in (profile.get("perf") or {}).items():
+        rate = perf.get("per_cpu_s") or 0.0
+        us = 1e6 / rate if rate else None
+        for key, title, header in (
+            ("dso", "CPU time by binary", "binary"),
+            ("symbols", "top symbols ([k] kernel, [.] user space)", "symbol"),
+        ):
+            rows = [
+                [
+                    r["function"],
+                    fmt_pct(r["pct"], 2),
+                    "-" if us is None else f"{us * r['pct'] / 100:.2f}",
+                ]
+                for r in perf.get(key, [])
+            ]
+            if rows:
+                out.append(
+                    Table(
+                        f"{server}, 100 B, 1 allocation: {title} (perf)",
+                        [header, "share", "us per datagram"],
+                        rows,
+                        f"perf record -e cpu-clock at {profile.get('rate', '')} Hz during "
+                        f"{profile.get('load', '?')}; that run relayed {fmt_int(rate)} "
+                        f"datagrams per CPU-second ({'-' if us is None else f'{us:.2f}'} us "
+                        "each).",
+                    )
+                )
+    return out
+
+
+def tables(data: dict[str, Any]) -> list[Table]:
+    return [
+        targets_table(data),
+        throughput_table(data),
+        spread_table(data),
+        allocation_table(data),
+        monitoring_table(data),
+        memory_table(data),
+        workers_table(data),
+    ]
+
+
+def render_text(data: dict[str, Any] | None, profile: dict[str, Any] | None = None) -> str:
+    parts = []
+    extra = [*perf_tables(profile), *profile_tables(profile)] if profile else []
+    for table in [*(tables(data) if data else []), *extra]:
+        if not table.rows:
+            continue
+        parts.append(f"== {table.title}\n{render_table(table, markdown=False)}")
+        if table.note:
+            parts.append(table.note)
+    parts += [f"note: {n}" for n in (data or {}).get("notes", [])]
+    return "\n\n".join(parts) + "\n"
+
+
+DOC_HEAD = """\
+# Performance
+
+<!-- Generated by `python -m bench.report` from the bench's JSON; edit bench/report.py. -->
+
+A media gateway is judged by how many relayed packets it pushes per core, and by whether
+watching it costs anything. `nox -s bench` measures both, with stunnerd and coturn's
+`turnserver` (one relay thread) side by side in one run, under the same load: coturn's
+`turnutils_uclient` sending ChannelData through the server to a counting UDP echo peer (the
+same peer for both servers), all on loopback.
+
+## How it measures
+
+- **Datagrams per server CPU-second.** The server's CPU time is utime + stime from
+  `/proc/PID/stat` (all its threads; with workers, all its processes), sampled every 0.1 s.
+  The window runs from the last sample before the first datagram reaches the peer to the first
+  sample after the last one, so allocation set-up stays outside. Relayed datagrams are counted
+  outside the server: those the peer received (client to peer) plus the echoes uclient
+  received (peer to client). A rate per CPU-second does not depend much on how busy the rest
+  of this small, shared machine is; the wall-clock rate does, and is shown for context. Each
+  load gets fresh server processes; the two servers take turns.
+- **Load.** `turnutils_uclient -m N -n M -l SIZE -z Z -c` (N allocations, M messages each, no
+  RTCP allocation). With `-z 0` one client sends about 11,000 messages/s, 50 per timer tick;
+  the 100-allocation load uses `-z 1` (1,000 messages/s each). uclient starts each client 1-6
+  s after its allocation, so the load ramps up. Loss = messages sent - echoes received.
+- **Allocation rate.** A driver in the bench (`bench/driver.py`, stunner's STUN codec over raw
+  UDP sockets) does 401, authenticated Allocate and ChannelBind from distinct 127.0.1.x source
+  addresses, 64 at a time, and divides by the server's CPU time. stunnerd logs each
+  allocation at INFO (its default), coturn logs each session to its log file (its default).
+- **Cost of monitoring.** stunnerd runs with `-w`; the bench turns `metrics_endpoint` on and
+  off in its config (off, on, on, off, ...) while a real Prometheus scrapes it every second,
+  and compares datagrams per CPU-second at 100 B with one allocation. The A/B difference is
+  resolved only beyond its noise (two standard errors of the difference of the means); inside
+  it, the verdict uses the direct estimate: stunnerd's CPU time per scrape (from 50
+  back-to-back scrapes) at one scrape a second, over the CPU the relay used per second.
+- **Memory and scrape time.** A fresh server, 10 warm-up allocations, then N idle allocations
+  made by the driver (channel bound); RSS from `/proc/PID/status`; `GET /metrics` timed from
+  the bench (stunnerd with metrics on, no Prometheus).
+- **Workers.** `stunnerd --workers N` under the 100-allocation load; one process is the
+  throughput section's run of the same load.
+- **Profile.** `nox -s bench -- --profile` attaches `py-spy record --native` to stunnerd during
+  the 100 B, 1-allocation load and writes `bench-results/profile.svg` (flame graph),
+  `profile.speedscope.json` (for speedscope.app) and `profile.txt` (collapsed stacks), and
+  the summary below (samples in `epoll_pwait` are left out). py-spy cannot see inside the
+  kernel and overweights time in system calls, so when `perf` is installed the same load runs
+  once more under `perf record -e cpu-clock`, which splits CPU time exactly between the
+  kernel, libpython, uvloop and libc. (The utime/stime split of `/proc/PID/stat` is not used:
+  at these loads it swings from run to run, as the kernel attributes whole ticks.)
+
+## Commands
+
+```console
+nox -s bench                     # full run, about 8 minutes; rewrites this file
+nox -s bench -- --quick          # about 2 minutes, 100 B only, one run each; bench-results/ only
+nox -s bench -- --profile        # py-spy on stunnerd, 100 B, 1 allocation; adds it here
+nox -s bench -- --only memory,monitoring     # throughput, memory, monitoring, workers
+python -m bench.report bench-results/bench.json --profile bench-results/profile.json \\
+    -o docs/performance.md       # re-render this file from the JSON
+```
+"""
+
+
+_TMP = re.compile(r"/tmp/stunner-bench-[^/\s]+")
+
+
+def portable(command: str) -> str:
+    """A command line as the doc shows it: program by name, the bench's temp dir as $TMP."""
+    program, _, rest = command.partition(" ")
+    program = os.path.basename(program)
+    if program.startswith("python"):
+        program = "python"
+    return _TMP.sub("$TMP", f"{program} {rest}".strip())
+
+
+def render_markdown(data: dict[str, Any], profile: dict[str, Any] | None = None) -> str:
+    parts = [DOC_HEAD]
+    parts.append(
+        f"## Results\n\nRun: {data.get('started_at', '?')}, mode `{data.get('mode', '?')}`, "
+        f"{data.get('elapsed_s', 0):.0f} s."
+    )
+    for table in [machine_table(data), *tables(data)]:
+        if not table.rows:
+            continue
+        parts.append(f"### {table.title}\n\n{render_table(table, markdown=True)}")
+        if table.note:
+            parts.append(table.note)
+    if profile:
+        parts.append("## Where stunnerd's time goes")
+        for table in [*perf_tables(profile), *profile_tables(profile)]:
+            parts.append(f"### {table.title}\n\n{render_table(table, markdown=True)}")
+            parts.append(table.note)
+    commands = {**data.get("commands", {}), **(profile or {}).get("commands", {})}
+    if commands:
+        parts.append("## Exact commands of this run")
+        lines = [f"# {name}\n{portable(command)}" for name, command in commands.items()]
+        parts.append("```console\n" + "\n".join(lines) + "\n```")
+    notes = data.get("notes", [])
+    if notes:
+        parts.append("## Notes\n\n" + "\n".join(f"- {n}" for n in notes))
+    return "\n\n".join(parts) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="render the bench's JSON as tables")
+    parser.add_argument("json", type=Path)
+    parser.add_argument("--profile", type=Path, help="profile JSON (bench-results/profile.json)")
+    parser.add_argument("-o", "--output", type=Path, help="write the Markdown doc here")
+    args = parser.parse_args(argv)
+    data = json.loads(args.json.read_text())
+    profile = json.loads(args.profile.read_text()) if args.profile else None
+    if args.output:
+        args.output.write_text(render_markdown(data, profile))
+    else:
+        sys.stdout.write(render_text(data, profile))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

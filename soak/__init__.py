@@ -1,0 +1,1 @@
+"""Soak test driver: ``python -m soak --minutes N`` (see ``soak.driver``)."""

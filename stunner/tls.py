@@ -1,0 +1,150 @@
+"""Server-side TLS over a plain TCP transport, with ``ssl.MemoryBIO``.
+
+uvloop's own TLS transport keeps about 1 KiB per connection it has ever served (RSS grows
+without bound under connection churn; measured in docs/security.md). Doing TLS here, on
+uvloop's plain TCP transport, keeps memory flat and works the same on any event loop. The
+wrapped protocol sees a transport with ``write``, ``close``, ``is_closing`` and
+``get_extra_info``, and is connected only once the handshake has completed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import Callable
+from typing import Any
+
+READ_CHUNK = 65536
+
+
+class TlsTransport(asyncio.Transport):
+    """What the wrapped protocol writes to: plaintext in, TLS records out."""
+
+    def __init__(self, tls: TlsServerProtocol) -> None:
+        super().__init__()
+        self._tls = tls
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._tls.send(bytes(data))
+
+    def close(self) -> None:
+        self._tls.close()
+
+    def abort(self) -> None:
+        self._tls.close()
+
+    def is_closing(self) -> bool:
+        transport = self._tls.transport
+        return transport is None or transport.is_closing()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "ssl_object":
+            return self._tls.sslobj
+        transport = self._tls.transport
+        return default if transport is None else transport.get_extra_info(name, default)
+
+
+class TlsServerProtocol(asyncio.Protocol):
+    """Terminates TLS for one connection and feeds plaintext to ``inner``."""
+
+    def __init__(
+        self,
+        context: ssl.SSLContext,
+        inner_factory: Callable[[], asyncio.Protocol],
+        handshake_timeout: float,
+    ) -> None:
+        self.context = context
+        self.inner_factory = inner_factory
+        self.handshake_timeout = handshake_timeout
+        self.transport: asyncio.Transport | None = None
+        self.incoming = ssl.MemoryBIO()
+        self.outgoing = ssl.MemoryBIO()
+        self.sslobj = context.wrap_bio(self.incoming, self.outgoing, server_side=True)
+        self.inner: asyncio.Protocol | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self.handshake_timeout, self.close)
+
+    def data_received(self, data: bytes) -> None:
+        self.incoming.write(data)
+        if self.inner is None and not self._handshake():
+            return
+        plain = []
+        closing = False
+        while True:
+            try:
+                chunk = self.sslobj.read(READ_CHUNK)
+            except ssl.SSLWantReadError:
+                break
+            except (ssl.SSLZeroReturnError, ssl.SSLError):
+                closing = True
+                break
+            if not chunk:  # the peer's close_notify
+                closing = True
+                break
+            plain.append(chunk)
+        if plain and self.inner is not None:
+            self.inner.data_received(b"".join(plain))
+        if closing:
+            self.close()
+        else:
+            self._flush()
+
+    def _handshake(self) -> bool:
+        try:
+            self.sslobj.do_handshake()
+        except ssl.SSLWantReadError:
+            self._flush()
+            return False
+        except (ssl.SSLError, OSError):
+            self._flush()
+            self.close()
+            return False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._flush()
+        self.inner = self.inner_factory()
+        self.inner.connection_made(TlsTransport(self))
+        return True
+
+    def send(self, data: bytes) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        try:
+            self.sslobj.write(data)
+        except ssl.SSLError:
+            self.close()
+            return
+        self._flush()
+
+    def _flush(self) -> None:
+        out = self.outgoing.read()
+        if out and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(out)
+
+    def close(self) -> None:
+        """Send our close_notify if the session is up, then close the TCP connection."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        if self.inner is not None:
+            with contextlib.suppress(ssl.SSLError, ValueError):
+                self.sslobj.unwrap()
+            self._flush()
+        self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        inner, self.inner = self.inner, None
+        self.transport = None
+        if inner is not None:
+            inner.connection_lost(exc)
+
+    def eof_received(self) -> bool | None:
+        return False  # close our side too
