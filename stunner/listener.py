@@ -29,6 +29,8 @@ from .turn.limits import Quotas
 
 logger = logging.getLogger("stunner.listener")
 
+LISTENER_SOCKET_BUFFER = 4 * 1024 * 1024
+
 _CHANNEL_HEADER = struct.Struct("!HH").unpack_from
 
 
@@ -246,6 +248,10 @@ class Listener:
             # silently. Workers share the port on purpose, with SO_REUSEPORT.
             if self.reuse_port:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            # One socket carries every client's traffic: absorb bursts as coturn does (the
+            # kernel caps these at net.core.[rw]mem_max).
+            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                sock.setsockopt(socket.SOL_SOCKET, option, LISTENER_SOCKET_BUFFER)
             try:
                 sock.bind((cfg.address, cfg.port))
             except OSError:
