@@ -13,19 +13,9 @@ from kubernetes_asyncio import client
 
 from stunner.operator.kube import ApiError, KubeApi
 from stunner.operator.resources import CONFIGMAPS, GATEWAYCONFIGS, GATEWAYS, PODS, UDPROUTES
+from tests.operator.apiserver import status
 
 Request = tuple[str, str, str, str, Any, str]  # method, path, query, content type, body, auth
-
-
-def status(code: int, message: str) -> web.Response:
-    body = {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "status": "Failure",
-        "message": message,
-        "code": code,
-    }
-    return web.json_response(body, status=code)
 
 
 class Server:
