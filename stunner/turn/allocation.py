@@ -65,12 +65,6 @@ class Allocation:
         self.response = b""
         self.closed = False
 
-    def send_to_client(self, frame: bytes) -> None:
-        if self.stream:
-            self.client_transport.write(frame)
-        else:
-            self.client_transport.sendto(frame, self.client_addr)
-
     def bind_channel(self, channel: int, peer: Address, expires_at: float) -> None:
         self.channels[channel] = peer
         self.peer_channels[peer] = channel

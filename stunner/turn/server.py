@@ -239,7 +239,7 @@ class TurnServer:
             self._respond(client, message, self.handle_binding(message, client), None)
             return
         handler = self._handlers.get(message.method)
-        if handler is None:
+        if handler is None and message.method != Method.ALLOCATE:
             self._respond(client, message, error_response(message, 400, "Unknown Method"), None)
             return
         auth = self._authenticate(message)
@@ -256,6 +256,7 @@ class TurnServer:
             )
             task.add_done_callback(lambda _t: self._pending.discard(client.key))
             return
+        assert handler is not None
         response: Message | None
         try:
             response = handler(self, message, client, username)
@@ -556,8 +557,8 @@ class TurnServer:
         self.stats.cluster_tx_packets += 1
         self.stats.cluster_tx_bytes += len(payload)
 
+    # Synchronous handlers; Allocate is asynchronous (it binds a relay socket): _allocate_task.
     _handlers: dict[int, Callable[..., Message | None]] = {
-        Method.ALLOCATE: lambda *a: None,  # asynchronous: see _allocate_task
         Method.REFRESH: handle_refresh,
         Method.CREATE_PERMISSION: handle_create_permission,
         Method.CHANNEL_BIND: handle_channel_bind,
