@@ -1,8 +1,9 @@
 """Fuzz targets: what a hostile client can reach, each with the invariants it must keep.
 
 Three entry points, as the relay's listeners call them:
-- ``datagram``: one UDP datagram into ``UdpListenerProtocol.datagram_received`` (STUN parse,
-  the unauthenticated control path, and ChannelData on a standing allocation with a channel);
+- ``datagram``: one UDP datagram, sent over loopback to a listener socket and read by
+  ``UdpListenerReceiver.drain`` (STUN parse, the unauthenticated control path, and
+  ChannelData on a standing allocation with a channel);
 - ``stream``: one TCP/TLS connection's bytes, cut into chunks, into ``data_received``;
 - ``signed``: authenticated requests with hostile attributes, signed by the harness, so the
   fuzzer reaches the method handlers that random bytes never get past MESSAGE-INTEGRITY for.
@@ -13,15 +14,15 @@ exceptions into a logged 500), an error reported to the event loop, or a broken 
 
 from __future__ import annotations
 
-import asyncio
 import math
+import socket
 import struct
 from collections.abc import Callable, Hashable
 from typing import Any
 
 from stunner.auth import PlaintextAuth, long_term_key
 from stunner.config import LimitsConfig
-from stunner.listener import StreamConnectionProtocol, UdpListenerProtocol
+from stunner.listener import StreamConnectionProtocol, UdpListenerReceiver
 from stunner.stats import ListenerStats
 from stunner.stun import Class, Message, Method, pack_channel_data, parse_message
 from stunner.stun.message import message_type
@@ -94,7 +95,7 @@ def make_server(name: str) -> TurnServer:
 def standing_allocation(server: TurnServer, key: Hashable, transport: Any, stream: bool) -> None:
     """An allocation with a permission and a channel to PEER, relaying into a Sink."""
     alloc = Allocation(key, CLIENT, transport, stream, USER, server.stats)
-    alloc.relay_transport = Sink(client_bound=False)  # type: ignore[assignment]
+    alloc.relay = Sink(client_bound=False)  # type: ignore[assignment]
     alloc.expires_at = math.inf
     alloc.permissions[PEER[0]] = math.inf
     alloc.bind_channel(CHANNEL, PEER, math.inf)
@@ -108,24 +109,47 @@ def standing_allocation(server: TurnServer, key: Hashable, transport: Any, strea
 
 
 class DatagramTarget:
-    """One UDP datagram from CLIENT, which holds an allocation with channel 0x4000."""
+    """One UDP datagram from a client socket that holds an allocation with channel 0x4000.
+
+    Real loopback sockets: the listener reads with the production ``drain``, and its answers
+    land on the client socket, where they are counted and parsed.
+    """
 
     needs_loop = False
+    MAX = 65507  # the largest UDP payload over IPv4
 
     def __init__(self) -> None:
         self.server = make_server("fuzz-udp")
-        self.client = Sink(client_bound=True)
-        self.proto = UdpListenerProtocol(self.server)
-        self.proto.connection_made(self.client)  # type: ignore[arg-type]
-        standing_allocation(self.server, CLIENT, self.client, stream=False)
+        self.listener = self._socket()
+        self.client = self._socket()
+        self.receiver = UdpListenerReceiver(self.server, self.listener)
+        self.address = self.listener.getsockname()
+        standing_allocation(self.server, self.client.getsockname(), self.listener, stream=False)
+        self.answers = 0
+
+    @staticmethod
+    def _socket() -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        return sock
 
     def __call__(self, data: bytes) -> None:
+        data = data[: self.MAX]
         stats = self.server.stats
         rx, rx_bytes = stats.rx_packets, stats.rx_bytes
-        self.proto.datagram_received(data, CLIENT)
+        self.client.sendto(data, self.address)
+        self.receiver.drain()
         if (stats.rx_packets, stats.rx_bytes) != (rx + 1, rx_bytes + len(data)):
             raise FuzzFailure("a datagram was not counted exactly once")
-        if stats.tx_packets != self.client.packets:
+        while True:
+            try:
+                answer = self.client.recv(70000)
+            except BlockingIOError:
+                break
+            self.answers += 1
+            parse_message(answer)  # our own answers must parse
+        if stats.tx_packets != self.answers:
             raise FuzzFailure("tx_packets disagrees with what was sent")
 
     def seeds(self) -> list[bytes]:
@@ -235,15 +259,11 @@ class SignedTarget:
         server = self.server
         before = self.client.packets
         server.handle_stun(self.encode(data), self.endpoint)
-        for _ in range(50):
-            if not server._pending:
-                break
-            await asyncio.sleep(0)
         for alloc in server.allocations.values():
-            if not isinstance(alloc.relay_transport, Sink):
+            if not isinstance(alloc.relay, Sink):
                 sink = Sink(client_bound=False)  # never send real datagrams from the fuzzer
-                sink.real = alloc.relay_transport
-                alloc.relay_transport = sink  # type: ignore[assignment]
+                sink.real = alloc.relay
+                alloc.relay = sink  # type: ignore[assignment]
         if self.client.packets - before > 1:
             raise FuzzFailure("more than one answer to one request")
         stats = server.stats

@@ -6,12 +6,12 @@ path only does dict lookups.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Hashable
 from typing import Any
 
 from ..stats import ListenerStats
 from ..stun import Address
+from ..udp import DatagramSocket
 
 
 class Allocation:
@@ -27,8 +27,8 @@ class Allocation:
         "key",
         "peer_channels",
         "permissions",
+        "relay",
         "relay_addr",
-        "relay_transport",
         "response",
         "stats",
         "stream",
@@ -52,7 +52,7 @@ class Allocation:
         self.username = username
         self.stats = stats
         self.relay_addr: Address = ("0.0.0.0", 0)
-        self.relay_transport: asyncio.DatagramTransport | None = None
+        self.relay: DatagramSocket | None = None
         self.expires_at = 0.0
         # peer IP -> expiry; RFC 8656 9: permissions ignore the peer port.
         self.permissions: dict[str, float] = {}
@@ -87,8 +87,8 @@ class Allocation:
         if self.closed:
             return
         self.closed = True
-        if self.relay_transport is not None:
-            self.relay_transport.close()
+        if self.relay is not None:
+            self.relay.close()
         self.permissions.clear()
         self.channels.clear()
         self.peer_channels.clear()

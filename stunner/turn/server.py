@@ -23,9 +23,10 @@ from ..auth import Authenticator
 from ..config import LimitsConfig
 from ..stats import ListenerStats
 from ..stun import CHANNEL_MAX, CHANNEL_MIN, Address, Class, Message, Method, parse_message
+from ..udp import DatagramSocket
 from .allocation import Allocation
 from .limits import AmplificationGuard, Quotas
-from .relay import RelayPortAllocator, RelayProtocol
+from .relay import RelayPortAllocator, RelayReceiver
 
 logger = logging.getLogger("stunner.turn")
 
@@ -70,11 +71,16 @@ class ClientEndpoint:
     transport: Any
     stream: bool
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes) -> bool:
+        """Send one answer; False when the kernel dropped it (the client will retransmit)."""
         if self.stream:
             self.transport.write(data)
-        else:
+            return True
+        try:
             self.transport.sendto(data, self.addr)
+        except OSError:
+            return False
+        return True
 
 
 def error_response(request: Message, code: int, reason: str | None = None) -> Message:
@@ -130,7 +136,6 @@ class TurnServer:
         self.clock = clock
         self.allocations: dict[Hashable, Allocation] = {}
         self.accepting = True
-        self._pending: set[Hashable] = set()
         self._nonce_secret = os.urandom(16)
         self._sweeper: asyncio.Task[None] | None = None
         self.on_allocations_empty: Callable[[], None] | None = None
@@ -239,7 +244,7 @@ class TurnServer:
             self._respond(client, message, self.handle_binding(message, client), None)
             return
         handler = self._handlers.get(message.method)
-        if handler is None and message.method != Method.ALLOCATE:
+        if handler is None:
             self._respond(client, message, error_response(message, 400, "Unknown Method"), None)
             return
         auth = self._authenticate(message)
@@ -247,23 +252,17 @@ class TurnServer:
             self._respond(client, message, auth, None)
             return
         username, key = auth
-        if message.method == Method.ALLOCATE:
-            if client.key in self._pending:
-                return  # a retransmission while the relay socket is being set up
-            self._pending.add(client.key)
-            task = asyncio.get_running_loop().create_task(
-                self._allocate_task(message, client, username, key)
-            )
-            task.add_done_callback(lambda _t: self._pending.discard(client.key))
-            return
-        assert handler is not None
-        response: Message | None
+        response: Message | bytes | None
         try:
             response = handler(self, message, client, username)
         except TurnError as exc:
             response = error_response(message, exc.code, exc.reason)
-        if response is not None:
-            self._respond(client, message, response, key)
+        if isinstance(response, bytes):
+            self.send_control(client, response)  # a retransmitted Allocate: its first answer
+        elif response is not None:
+            data = self._respond(client, message, response, key)
+            if message.method == Method.ALLOCATE:
+                self._remember_answer(client, message, data)
 
     def _malformed(self, client: ClientEndpoint, reason: str) -> None:
         """Count, and log at debug level at most once a second: garbage must not flood logs."""
@@ -300,9 +299,9 @@ class TurnServer:
         return data
 
     def send_control(self, client: ClientEndpoint, data: bytes) -> None:
-        self.stats.tx_packets += 1
-        self.stats.tx_bytes += len(data)
-        client.send(data)
+        if client.send(data):
+            self.stats.tx_packets += 1
+            self.stats.tx_bytes += len(data)
 
     # long-term credentials (RFC 8489 9.2)
 
@@ -400,25 +399,13 @@ class TurnServer:
             raise TurnError(440)
         return False
 
-    async def _allocate_task(
-        self, request: Message, client: ClientEndpoint, username: str, key: bytes
-    ) -> None:
-        try:
-            response = await self.handle_allocate(request, client, username)
-        except TurnError as exc:
-            response = error_response(request, exc.code, exc.reason)
-        except Exception:
-            logger.exception("%s: allocate failed for %s", self.name, client.addr)
-            response = error_response(request, 500)
-        if isinstance(response, bytes):
-            self.send_control(client, response)
-            return
-        data = self._respond(client, request, response, key)
+    def _remember_answer(self, client: ClientEndpoint, request: Message, data: bytes) -> None:
+        """Keep a new allocation's success answer for retransmissions (RFC 8656 7.2)."""
         alloc = self.allocations.get(client.key)
         if alloc is not None and alloc.transaction_id == request.transaction_id:
             alloc.response = data
 
-    async def handle_allocate(
+    def handle_allocate(
         self, request: Message, client: ClientEndpoint, username: str
     ) -> Message | bytes:
         if self._check_allocate(request, client, username):
@@ -433,18 +420,10 @@ class TurnServer:
         alloc = Allocation(
             client.key, client.addr, client.transport, client.stream, username, self.stats
         )
-        loop = asyncio.get_running_loop()
-        try:
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda: RelayProtocol(alloc), sock=sock
-            )
-        except OSError:
-            sock.close()
-            raise
         if client.stream and client.transport.is_closing():
-            transport.close()
+            sock.close()
             raise TurnError(437, "Connection closed")
-        alloc.relay_transport = transport
+        alloc.relay = DatagramSocket(sock, RelayReceiver(alloc, sock).drain)
         alloc.relay_addr = (self.relay_advertised, sock.getsockname()[1])
         alloc.transaction_id = request.transaction_id
         lifetime = self._lifetime(request)
@@ -550,15 +529,18 @@ class TurnServer:
         if alloc is None or "DATA" not in attrs or "XOR-PEER-ADDRESS" not in attrs:
             return
         peer = attrs["XOR-PEER-ADDRESS"][0]
-        if peer[0] not in alloc.permissions or alloc.relay_transport is None:
+        if peer[0] not in alloc.permissions or alloc.relay is None:
             return
         payload = attrs["DATA"]
-        alloc.relay_transport.sendto(payload, peer)
+        try:
+            alloc.relay.sendto(payload, peer)
+        except OSError:
+            return  # dropped by the kernel: not relayed, not counted
         self.stats.cluster_tx_packets += 1
         self.stats.cluster_tx_bytes += len(payload)
 
-    # Synchronous handlers; Allocate is asynchronous (it binds a relay socket): _allocate_task.
-    _handlers: dict[int, Callable[..., Message | None]] = {
+    _handlers: dict[int, Callable[..., Message | bytes | None]] = {
+        Method.ALLOCATE: handle_allocate,
         Method.REFRESH: handle_refresh,
         Method.CREATE_PERMISSION: handle_create_permission,
         Method.CHANNEL_BIND: handle_channel_bind,

@@ -229,10 +229,9 @@ async def test_short_lifetime_is_raised_to_default(server: TurnServer) -> None:
 
 async def test_dont_fragment_sets_df_on_the_relay_socket(server: TurnServer) -> None:
     await Client(server).allocate(DONT_FRAGMENT=True)
-    relay = server.allocations[CLIENT].relay_transport
+    relay = server.allocations[CLIENT].relay
     assert relay is not None
-    sock = relay.get_extra_info("socket")
-    assert sock.getsockopt(socket.IPPROTO_IP, 10) == 2  # IP_MTU_DISCOVER == IP_PMTUDISC_DO
+    assert relay.sock.getsockopt(socket.IPPROTO_IP, 10) == 2  # IP_MTU_DISCOVER == IP_PMTUDISC_DO
 
 
 async def test_even_port(server: TurnServer) -> None:

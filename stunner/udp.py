@@ -1,0 +1,64 @@
+"""UDP sockets drained on readiness, in place of asyncio's datagram transports.
+
+Why not ``loop.create_datagram_endpoint``: uvloop's UDPTransport reads one datagram per
+readiness callback into a fresh 256 kB ``bytes``, and resolves the destination of every
+``sendto`` three times (two address conversions in Cython, then ``socket.sendto`` parses it
+again). Here the loop calls the receiver's ``drain``, which reads up to ``BATCH`` datagrams per
+wake-up with ``recvfrom_into`` into one shared buffer, and the hot paths call the socket's own
+``sendto`` with a view of that buffer: no per-datagram ``bytes`` on the relay paths.
+
+The shared buffer is safe because the event loop runs one callback at a time and a ``sendto``
+copies the datagram into the kernel before it returns. Whatever must outlive the callback (a
+STUN request, a frame queued on a TCP transport) is copied out with ``bytes()``.
+
+Sends never queue: a UDP datagram that does not fit the send buffer (``EAGAIN``), or that the
+kernel refuses (``EMSGSIZE`` with DONT-FRAGMENT, ``ENETUNREACH``), is dropped as the network
+would drop it, and is not counted as sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable
+
+from .stun import Address
+
+MAX_DATAGRAM = 65535  # the largest UDP payload: nothing is ever truncated
+BATCH = 64  # datagrams per wake-up, so that one busy socket cannot starve the others
+
+# One receive buffer for every socket of this process. A relay receives at offset 4 so that
+# the ChannelData header can be written in front of the payload without a copy.
+RECEIVE_BUFFER = bytearray(4 + MAX_DATAGRAM)
+RECEIVE_VIEW = memoryview(RECEIVE_BUFFER)
+PAYLOAD_VIEW = RECEIVE_VIEW[4:]
+
+
+class DatagramSocket:
+    """A non-blocking UDP socket registered with the running loop until ``close()``.
+
+    ``sendto`` is the socket's own method: it raises ``OSError`` when the kernel drops the
+    datagram, and the caller decides whether that is worth counting.
+    """
+
+    __slots__ = ("_fd", "_loop", "closed", "sendto", "sock")
+
+    def __init__(self, sock: socket.socket, on_readable: Callable[[], None]) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self.sendto: Callable[[bytes | memoryview, Address], int] = sock.sendto
+        self._fd = sock.fileno()
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._fd, on_readable)
+        self.closed = False
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        """Stop reading and close the socket now, so that its port can be bound again at once."""
+        if self.closed:
+            return
+        self.closed = True
+        self._loop.remove_reader(self._fd)
+        self.sock.close()
