@@ -24,15 +24,6 @@ from collections.abc import Callable
 
 from .stun import Address
 
-MAX_DATAGRAM = 65535  # the largest UDP payload: nothing is ever truncated
-BATCH = 64  # datagrams per wake-up, so that one busy socket cannot starve the others
-
-# One receive buffer for every socket of this process. A relay receives at offset 4 so that
-# the ChannelData header can be written in front of the payload without a copy.
-RECEIVE_BUFFER = bytearray(4 + MAX_DATAGRAM)
-RECEIVE_VIEW = memoryview(RECEIVE_BUFFER)
-PAYLOAD_VIEW = RECEIVE_VIEW[4:]
-
 
 class DatagramSocket:
     """A non-blocking UDP socket registered with the running loop until ``close()``.

@@ -16,7 +16,7 @@ from stunner.stats import ListenerStats
 from stunner.stun import Class, Method, pack_channel_data, parse_message
 from stunner.turn.allocation import Allocation
 from stunner.turn.relay import RelayReceiver
-from stunner.udp import BATCH
+from stunner.batchio import BATCH, NATIVE, DatagramBatch
 
 
 class Wire:
@@ -50,9 +50,19 @@ def received(sock: socket.socket) -> bytes:
     return data
 
 
+@pytest.fixture(params=["native", "portable"])
+def batch(request: pytest.FixtureRequest) -> DatagramBatch:
+    """recvmmsg/sendmmsg, and the one-call-per-datagram path they must match byte for byte."""
+    if request.param == "native" and not NATIVE:
+        pytest.skip("no recvmmsg/sendmmsg in this libc")
+    return DatagramBatch(native=request.param == "native")
+
+
 @pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize("size", [0, 1, 3, 4, 100, 1203, 65000])
-def test_peer_to_client_frames(sockets: dict[str, socket.socket], stream: bool, size: int) -> None:
+def test_peer_to_client_frames(
+    sockets: dict[str, socket.socket], batch: DatagramBatch, stream: bool, size: int
+) -> None:
     client, peer, relay = sockets["client"], sockets["peer"], sockets["relay"]
     wire = Wire()
     stats = ListenerStats()
@@ -61,7 +71,7 @@ def test_peer_to_client_frames(sockets: dict[str, socket.socket], stream: bool, 
     alloc = Allocation(client_addr, client_addr, client_transport, stream, "u", stats)
     peer_addr = peer.getsockname()
     alloc.permissions[peer_addr[0]] = 1e18
-    receiver = RelayReceiver(alloc, relay)
+    receiver = RelayReceiver(alloc, relay, batch)
     payload = (bytes(range(256)) * 256)[:size]
 
     def deliver(sender: socket.socket) -> bytes | None:
@@ -92,7 +102,9 @@ def test_peer_to_client_frames(sockets: dict[str, socket.socket], stream: bool, 
     assert stats.tx_bytes == first + len(pack_channel_data(0x4001, payload, stream))
 
 
-def test_drain_stops_at_batch_and_counts_everything(sockets: dict[str, socket.socket]) -> None:
+def test_drain_stops_at_batch_and_counts_everything(
+    sockets: dict[str, socket.socket], batch: DatagramBatch
+) -> None:
     client, peer, relay = sockets["client"], sockets["peer"], sockets["relay"]
     stats = ListenerStats()
     client_addr = client.getsockname()
@@ -100,7 +112,7 @@ def test_drain_stops_at_batch_and_counts_everything(sockets: dict[str, socket.so
     peer_addr = peer.getsockname()
     alloc.permissions[peer_addr[0]] = 1e18
     alloc.bind_channel(0x4000, peer_addr, 1e18)
-    receiver = RelayReceiver(alloc, relay)
+    receiver = RelayReceiver(alloc, relay, batch)
     count = BATCH + 5
     for i in range(count):
         peer.sendto(i.to_bytes(2, "big"), relay.getsockname())

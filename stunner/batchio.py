@@ -1,0 +1,223 @@
+"""Many UDP datagrams per system call: recvmmsg(2) and sendmmsg(2) through ctypes.
+
+Why: on the relay paths a datagram costs one system call in and one out, and with
+``socket.recvfrom_into`` each call also releases the GIL, parses its arguments and formats the
+source address with ``inet_ntop``. Reading a whole wake-up's datagrams with one ``recvmmsg``,
+and sending a relay's frames to its client with one ``sendmmsg``, removes most of that per
+datagram (docs/performance.md has the before and after). Where libc has no ``recvmmsg`` (not
+Linux), the same interface falls back to one ``recvfrom_into``/``sendto`` per datagram.
+
+Every datagram of a batch has its own 64 KiB slot in one anonymous mapping, so nothing is ever
+truncated; pages are only touched as far as datagrams reach, so the resident cost is a few
+pages per slot in use. The batch is shared by every socket of the process: the event loop runs
+one reader at a time, each reader finishes with the slots before it returns, and what must
+outlive it is copied out with ``bytes()``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import mmap
+import socket
+import struct
+from collections.abc import Callable
+from typing import cast
+
+from .stun import Address
+
+BATCH = 64  # datagrams per wake-up, so that one busy socket cannot starve the others
+SLOT = 65536  # bytes per datagram slot: any UDP payload fits after the headroom
+HEADROOM = 4  # room in front of each payload for a ChannelData header, written in place
+
+# struct mmsghdr on LP64 Linux: struct msghdr (56 bytes) then unsigned int msg_len, padded.
+_MMSGHDR = 64
+_SOCKADDR_IN = 16
+_IOVEC = 16
+_ADDRESS_CACHE_MAX = 65536
+
+_INET_NTOA = socket.inet_ntoa
+_PACK_SOCKADDR = struct.Struct("=H2s4s8x").pack
+
+
+def _libc_function(name: str, *argtypes: type) -> Callable[..., int] | None:
+    if ctypes.sizeof(ctypes.c_void_p) != 8:
+        return None  # the header layout below is the LP64 one
+    try:
+        function = getattr(ctypes.CDLL(None, use_errno=True), name)
+    except (AttributeError, OSError):
+        return None
+    function.argtypes = argtypes  # pointers are passed as ints: they must not be truncated
+    function.restype = ctypes.c_int
+    return cast(Callable[..., int], function)
+
+
+def _unavailable(*_args: object) -> int:
+    raise OSError(errno.ENOSYS, "no recvmmsg/sendmmsg here")
+
+
+_c_int, _c_uint, _c_void_p = ctypes.c_int, ctypes.c_uint, ctypes.c_void_p
+_recvmmsg = _libc_function("recvmmsg", _c_int, _c_void_p, _c_uint, _c_int, _c_void_p)
+_sendmmsg = _libc_function("sendmmsg", _c_int, _c_void_p, _c_uint, _c_int)
+NATIVE = _recvmmsg is not None and _sendmmsg is not None
+
+
+def _address_of(buffer: bytearray | mmap.mmap) -> int:
+    return ctypes.addressof(ctypes.c_char.from_buffer(buffer))
+
+
+def sockaddr(addr: Address) -> ctypes.Array[ctypes.c_char]:
+    """A struct sockaddr_in for ``addr``, kept alive by the caller while sends use it."""
+    raw = _PACK_SOCKADDR(socket.AF_INET, addr[1].to_bytes(2, "big"), socket.inet_aton(addr[0]))
+    return ctypes.create_string_buffer(raw, _SOCKADDR_IN)
+
+
+class _Headers:
+    """An array of struct mmsghdr with one iovec each, and item views to fill them."""
+
+    def __init__(self) -> None:
+        self.headers = bytearray(BATCH * _MMSGHDR)
+        self.iovecs = bytearray(BATCH * _IOVEC)
+        self.address = _address_of(self.headers)
+        self.words = memoryview(self.headers).cast("Q")  # 8 per header
+        self.ints = memoryview(self.headers).cast("I")  # 16 per header
+        self.iov_words = memoryview(self.iovecs).cast("Q")  # base, length
+        iov_base = _address_of(self.iovecs)
+        for i in range(BATCH):
+            self.words[8 * i + 2] = iov_base + _IOVEC * i  # msg_iov
+            self.words[8 * i + 3] = 1  # msg_iovlen
+            self.ints[16 * i + 2] = _SOCKADDR_IN  # msg_namelen (recvmmsg leaves it at 16)
+
+
+class DatagramBatch:
+    """Up to BATCH datagrams read with one call; datagram i sits at ``offset(i)`` in ``view``."""
+
+    def __init__(self, native: bool = NATIVE) -> None:
+        self.native = native and NATIVE
+        self._recvmmsg = _recvmmsg or _unavailable
+        self._sendmmsg = _sendmmsg or _unavailable
+        self.memory = mmap.mmap(-1, BATCH * SLOT)
+        self.view = memoryview(self.memory)
+        self.base = _address_of(self.memory)
+        self._names = bytearray(BATCH * _SOCKADDR_IN)
+        self._names_view = memoryview(self._names)
+        self._receive = _Headers()
+        self._send = _Headers()
+        names = _address_of(self._names)
+        for i in range(BATCH):
+            self._receive.words[8 * i] = names + _SOCKADDR_IN * i  # msg_name
+            self._receive.iov_words[2 * i] = self.base + SLOT * i + HEADROOM
+            self._receive.iov_words[2 * i + 1] = SLOT - HEADROOM
+        # Datagram views for the portable path, one per slot.
+        self._slots = [self.view[SLOT * i + HEADROOM : SLOT * (i + 1)] for i in range(BATCH)]
+        # Source addresses seen lately, raw sockaddr bytes -> (host, port): a hit costs no
+        # inet_ntop and returns a tuple whose hash is already known. Cleared when full.
+        self._addresses: dict[bytes, Address] = {}
+
+    @staticmethod
+    def offset(i: int) -> int:
+        """Where datagram ``i`` starts in ``view``; HEADROOM bytes before it are free."""
+        return SLOT * i + HEADROOM
+
+    def receive(self, sock: socket.socket) -> tuple[list[int], list[Address]]:
+        """Read what is queued, up to BATCH datagrams: their sizes and sources (none: empty).
+
+        A socket error (other than EAGAIN) ends the batch early: the read has cleared it, and
+        the next wake-up goes on reading.
+        """
+        if not self.native:
+            return self._receive_portable(sock)
+        headers = self._receive
+        count = self._recvmmsg(sock.fileno(), headers.address, BATCH, socket.MSG_DONTWAIT, None)
+        if count <= 0:
+            return [], []
+        sizes: list[int] = headers.ints[14 : _MMSGHDR // 4 * count : _MMSGHDR // 4].tolist()
+        raw = self._names_view[: _SOCKADDR_IN * count].tobytes()
+        cache = self._addresses
+        addresses = []
+        for start in range(0, _SOCKADDR_IN * count, _SOCKADDR_IN):
+            key = raw[start + 2 : start + 8]
+            addr = cache.get(key)
+            if addr is None:
+                if len(cache) >= _ADDRESS_CACHE_MAX:
+                    cache.clear()
+                addr = cache[key] = (_INET_NTOA(key[2:]), key[0] << 8 | key[1])
+            addresses.append(addr)
+        return sizes, addresses
+
+    def _receive_portable(self, sock: socket.socket) -> tuple[list[int], list[Address]]:
+        sizes: list[int] = []
+        addresses: list[Address] = []
+        recvfrom_into = sock.recvfrom_into
+        for slot in self._slots:
+            try:
+                size, addr = recvfrom_into(slot)
+            except OSError:
+                break
+            sizes.append(size)
+            addresses.append(addr)
+        return sizes, addresses
+
+    def send(
+        self,
+        sock: socket.socket,
+        name: ctypes.Array[ctypes.c_char],
+        addr: Address,
+        slots: list[int],
+        lengths: list[int],
+    ) -> tuple[int, int]:
+        """Send ``lengths[k]`` bytes from the start of slot ``slots[k]`` (its headroom
+        included) to ``addr`` (``name`` is its sockaddr), in order: (packets, bytes) sent.
+
+        A datagram the kernel refuses (EMSGSIZE, say) is skipped and the rest still go; a
+        full send buffer (EAGAIN) drops what is left, as the network would.
+        """
+        total = len(slots)
+        if not self.native:
+            return self._send_portable(sock, addr, slots, lengths)
+        headers = self._send
+        words, iov_words, name_address = headers.words, headers.iov_words, ctypes.addressof(name)
+        for k in range(total):
+            iov_words[2 * k] = self.base + SLOT * slots[k]
+            iov_words[2 * k + 1] = lengths[k]
+            words[8 * k] = name_address
+        fd = sock.fileno()
+        start = packets = sent_bytes = 0
+        while start < total:
+            done = self._sendmmsg(fd, headers.address + _MMSGHDR * start, total - start, 0)
+            if done < 0:
+                if ctypes.get_errno() in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EBADF):
+                    break
+                start += 1  # this one was refused: skip it, send the rest
+                continue
+            packets += done
+            sent_bytes += sum(lengths[start : start + done])
+            start += done
+        return packets, sent_bytes
+
+    def _send_portable(
+        self, sock: socket.socket, addr: Address, slots: list[int], lengths: list[int]
+    ) -> tuple[int, int]:
+        packets = sent_bytes = 0
+        view, sendto = self.view, sock.sendto
+        for slot, length in zip(slots, lengths, strict=True):
+            try:
+                sendto(view[SLOT * slot : SLOT * slot + length], addr)
+            except BlockingIOError:
+                break
+            except OSError:
+                continue
+            packets += 1
+            sent_bytes += length
+        return packets, sent_bytes
+
+
+_shared: DatagramBatch | None = None
+
+
+def shared_batch() -> DatagramBatch:
+    """The process's batch, made on first use (a forked worker makes its own)."""
+    global _shared
+    if _shared is None:
+        _shared = DatagramBatch()
+    return _shared
