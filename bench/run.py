@@ -14,13 +14,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.metadata
+import io
 import json
 import os
 import platform
 import shlex
 import shutil
 import statistics
+import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import urllib.request
@@ -53,6 +56,7 @@ from .servers import (
 STUNNERD_HOST = "127.0.0.11"
 COTURN_HOST = "127.0.0.12"
 PEER_HOST = "127.0.0.13"
+BASELINE_HOST = "127.0.0.14"
 SERVER_NAMES = ("stunnerd", "coturn")
 SECTIONS = ("throughput", "memory", "monitoring", "workers", "profile")
 DEFAULT_SECTIONS = SECTIONS[:-1]
@@ -125,8 +129,9 @@ def describe(spec: LoadSpec) -> str:
 class Bench:
     """One bench run: shared peer, credentials, work dir, and the JSON being built."""
 
-    def __init__(self, plan: Plan, workdir: Path, out: Path) -> None:
+    def __init__(self, plan: Plan, workdir: Path, out: Path, baseline: Path | None = None) -> None:
         self.plan = plan
+        self.baseline = baseline
         self.workdir = workdir
         self.out = out
         self.creds = Credentials()
@@ -216,14 +221,37 @@ class Bench:
                 "lost with UDP RcvbufErrors in the spread table"
             )
 
+    @contextlib.contextmanager
+    def baseline_stunnerd(self) -> Iterator[Stunnerd | None]:
+        if self.baseline is None:
+            yield None
+            return
+        server = Stunnerd(
+            self.fresh_dir("baseline"), BASELINE_HOST, self.creds, PEER_HOST,
+            baseline=self.baseline,
+        )  # fmt: skip
+        try:
+            server.start()
+            yield server
+        finally:
+            server.stop()
+
     # sections
 
     def throughput(self, echo: EchoPeer) -> None:
         say("== throughput: relayed datagrams per server CPU-second")
         runs: list[dict[str, Any]] = []
         for spec in self.plan.loads:
-            with self.stunnerd() as stunnerd, self.coturn() as coturn:
-                servers: list[ServerProcess] = [stunnerd, *([coturn] if coturn else [])]
+            with (
+                self.stunnerd() as stunnerd,
+                self.coturn() as coturn,
+                self.baseline_stunnerd() as baseline,
+            ):
+                servers: list[ServerProcess] = [
+                    stunnerd,
+                    *([coturn] if coturn else []),
+                    *([baseline] if baseline else []),
+                ]
                 self.buffers(servers)
                 for repeat in range(self.plan.repeats):
                     order = servers if repeat % 2 == 0 else servers[::-1]
@@ -524,7 +552,16 @@ def run(args: argparse.Namespace) -> int:
     raise_nofile(NOFILE_WANTED)  # before any child starts: they inherit it
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="stunner-bench-") as tmp:
-        bench = Bench(plan, Path(tmp), out)
+        baseline = None
+        if args.baseline:
+            try:
+                baseline, commit = export_tree(args.baseline, Path(tmp) / "baseline")
+            except (OSError, subprocess.CalledProcessError) as exc:
+                say(f"--baseline {args.baseline}: cannot export that tree from git: {exc}")
+                return 2
+        bench = Bench(plan, Path(tmp), out, baseline)
+        if args.baseline:
+            bench.data["baseline"] = {"ref": args.baseline, "commit": commit}
         bench.data.update(
             schema=1,
             mode="quick" if args.quick else "full",
@@ -564,6 +601,22 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def export_tree(ref: str, dest: Path) -> tuple[Path, str]:
+    """The repository at ``ref`` (``git archive``) in ``dest``, and its commit hash."""
+    commit = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--verify", f"{ref}^{{commit}}"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", "--format=tar", commit],
+        check=True, capture_output=True,
+    ).stdout  # fmt: skip
+    dest.mkdir(parents=True)
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(dest, filter="data")
+    return dest, commit
+
+
 def write_docs(args: argparse.Namespace, sections: set[str], out: Path) -> None:
     """A full run of every main section (or a profile next to one) rewrites the doc."""
     if args.no_docs or args.quick:
@@ -587,6 +640,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "bench-results")
     parser.add_argument("--docs", type=Path, default=REPO / "docs" / "performance.md")
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite the doc")
+    parser.add_argument(
+        "--baseline",
+        metavar="GITREF",
+        help="also run stunnerd from this commit in the throughput section (before/after)",
+    )
     return run(parser.parse_args(argv))
 
 

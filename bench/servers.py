@@ -84,6 +84,8 @@ class ServerProcess:
 
     name = "server"
 
+    tree = REPO  # where the server's Python code runs from (a baseline: an older tree)
+
     def __init__(self, workdir: Path, host: str, creds: Credentials) -> None:
         self.workdir = workdir
         self.host = host
@@ -123,7 +125,7 @@ class ServerProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                cwd=REPO,
+                cwd=self.tree,
             )
 
     def _ready(self) -> bool:
@@ -187,7 +189,12 @@ class Stunnerd(ServerProcess):
         *,
         workers: int = 1,
         metrics: bool = False,
+        baseline: Path | None = None,
     ) -> None:
+        if baseline is not None:
+            # An older tree of this repository (bench --baseline): its stunner package is
+            # the one imported, since ``python -m`` puts the working directory first.
+            self.name, self.tree = "baseline", baseline
         super().__init__(workdir, host, creds)
         self.peer_host = peer_host
         self.workers = workers

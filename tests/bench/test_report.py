@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from bench import report
 from bench.load import LoadResult, Sample, parse_progress, window
 from bench.profile import frame_name, summarize
+from bench.run import export_tree
 
 
 def run(
@@ -246,3 +248,24 @@ def test_commands_in_the_doc_are_portable() -> None:
         == "python -m stunner.cli.stunnerd -c $TMP/01-stunnerd/stunnerd.json -w"
     )
     assert report.portable("/usr/bin/turnserver -n") == "turnserver -n"
+
+
+def test_baseline_table_compares_both_trees_from_the_same_run() -> None:
+    data = sample_data()
+    assert report.baseline_table(data) is None  # no --baseline: no table
+    data["baseline"] = {"ref": "v1", "commit": "0123456789abcdef"}
+    data["throughput"]["runs"] += [
+        run("baseline", 100, 1, 45_000, 1.0),
+        run("baseline", 100, 1, 45_000, 0.5),
+    ]
+    table = report.baseline_table(data)
+    assert table is not None and "v1 (0123456789)" in table.title
+    # before 180,000/1.5 s = 120,000; after 240,000/1.5 s = 160,000; coturn 240,000/1.5 s.
+    assert table.rows[0] == ["100 B", "1", "120,000", "160,000", "1.33x", "0.75x", "1.00x"]
+    assert table in report.tables(data)
+
+
+def test_export_tree_writes_the_commit(tmp_path: Path) -> None:
+    tree, commit = export_tree("HEAD", tmp_path / "tree")
+    assert len(commit) == 40
+    assert (tree / "stunner" / "__init__.py").is_file()

@@ -12,11 +12,15 @@ from typing import Any
 
 import pytest
 
+from stunner.auth import PlaintextAuth
+from stunner.batchio import BATCH, NATIVE, DatagramBatch
+from stunner.config import LimitsConfig
+from stunner.listener import UdpListenerReceiver
 from stunner.stats import ListenerStats
-from stunner.stun import Class, Method, pack_channel_data, parse_message
+from stunner.stun import Class, Message, Method, pack_channel_data, parse_message
+from stunner.turn import TurnServer
 from stunner.turn.allocation import Allocation
 from stunner.turn.relay import RelayReceiver
-from stunner.batchio import BATCH, NATIVE, DatagramBatch
 
 
 class Wire:
@@ -122,3 +126,59 @@ def test_drain_stops_at_batch_and_counts_everything(
     assert (stats.cluster_rx_packets, stats.tx_packets) == (count, count)
     frames = [received(client) for _ in range(count)]
     assert frames == [pack_channel_data(0x4000, i.to_bytes(2, "big"), False) for i in range(count)]
+
+
+def test_a_frame_the_kernel_refuses_does_not_take_the_rest_with_it(
+    sockets: dict[str, socket.socket], batch: DatagramBatch
+) -> None:
+    """A 65,507-byte peer datagram cannot become a ChannelData datagram (65,511 > 65,507):
+    that frame is dropped and not counted; the frames around it still reach the client."""
+    client, peer, relay = sockets["client"], sockets["peer"], sockets["relay"]
+    stats = ListenerStats()
+    client_addr = client.getsockname()
+    alloc = Allocation(client_addr, client_addr, sockets["listener"], False, "u", stats)
+    peer_addr = peer.getsockname()
+    alloc.permissions[peer_addr[0]] = 1e18
+    alloc.bind_channel(0x4000, peer_addr, 1e18)
+    receiver = RelayReceiver(alloc, relay, batch)
+    payloads = [b"first", b"x" * 65507, b"last"]
+    for payload in payloads:
+        peer.sendto(payload, relay.getsockname())
+    receiver.drain()
+    assert [received(client), received(client)] == [
+        pack_channel_data(0x4000, b"first", False),
+        pack_channel_data(0x4000, b"last", False),
+    ]
+    assert (stats.cluster_rx_packets, stats.cluster_rx_bytes) == (3, 65507 + 9)
+    assert (stats.tx_packets, stats.tx_bytes) == (2, 4 + 5 + 4 + 4)
+
+
+def test_client_to_peer_sends_the_payload_and_answers_stun(
+    sockets: dict[str, socket.socket], batch: DatagramBatch
+) -> None:
+    client, peer, listener = sockets["client"], sockets["peer"], sockets["listener"]
+    listener.setblocking(False)
+    peer_addr = peer.getsockname()
+    server = TurnServer(
+        "t", ListenerStats(), PlaintextAuth("r", "u", "p"), lambda ip: True, "127.0.0.1", 0, 0,
+        limits=LimitsConfig(udp_amplification_guard=False),
+    )  # fmt: skip
+    client_addr = client.getsockname()
+    alloc = Allocation(client_addr, client_addr, listener, False, "u", server.stats)
+    alloc.relay = sockets["relay"]  # type: ignore[assignment]  # sendto is all it needs here
+    alloc.permissions[peer_addr[0]] = 1e18
+    alloc.bind_channel(0x4000, peer_addr, 1e18)
+    server.allocations[client_addr] = alloc
+    receiver = UdpListenerReceiver(server, listener, batch)
+    binding = Message(Method.BINDING, Class.REQUEST).encode()
+    sent = [pack_channel_data(0x4000, b"a" * n, False) for n in (0, 1, 100, 1203)]
+    for datagram in [sent[0], binding, *sent[1:], b"\x40\x01\x00\x01z", b"\x40\x00\xff\xffshort"]:
+        client.sendto(datagram, listener.getsockname())
+    receiver.drain()
+    assert [received(peer) for _ in range(4)] == [b"a" * n for n in (0, 1, 100, 1203)]
+    answer = parse_message(received(client))
+    assert (answer.method, answer.msg_class) == (Method.BINDING, Class.SUCCESS)
+    stats = server.stats
+    assert stats.rx_packets == 7  # unknown channel and short frame counted, not relayed
+    assert stats.cluster_tx_packets == 4 and stats.cluster_tx_bytes == 1304
+    assert stats.tx_packets == 1
