@@ -106,17 +106,24 @@ def test_peer_to_client_frames(
     assert stats.tx_bytes == first + len(pack_channel_data(0x4001, payload, stream))
 
 
+def udp_client_with_channel(
+    sockets: dict[str, socket.socket], batch: DatagramBatch
+) -> tuple[ListenerStats, RelayReceiver]:
+    """A UDP client's allocation with a permission and channel 0x4000 to the peer socket."""
+    stats = ListenerStats()
+    client_addr = sockets["client"].getsockname()
+    alloc = Allocation(client_addr, client_addr, sockets["listener"], False, "u", stats)
+    peer_addr = sockets["peer"].getsockname()
+    alloc.permissions[peer_addr[0]] = 1e18
+    alloc.bind_channel(0x4000, peer_addr, 1e18)
+    return stats, RelayReceiver(alloc, sockets["relay"], batch)
+
+
 def test_drain_stops_at_batch_and_counts_everything(
     sockets: dict[str, socket.socket], batch: DatagramBatch
 ) -> None:
     client, peer, relay = sockets["client"], sockets["peer"], sockets["relay"]
-    stats = ListenerStats()
-    client_addr = client.getsockname()
-    alloc = Allocation(client_addr, client_addr, sockets["listener"], False, "u", stats)
-    peer_addr = peer.getsockname()
-    alloc.permissions[peer_addr[0]] = 1e18
-    alloc.bind_channel(0x4000, peer_addr, 1e18)
-    receiver = RelayReceiver(alloc, relay, batch)
+    stats, receiver = udp_client_with_channel(sockets, batch)
     count = BATCH + 5
     for i in range(count):
         peer.sendto(i.to_bytes(2, "big"), relay.getsockname())
@@ -134,13 +141,7 @@ def test_a_frame_the_kernel_refuses_does_not_take_the_rest_with_it(
     """A 65,507-byte peer datagram cannot become a ChannelData datagram (65,511 > 65,507):
     that frame is dropped and not counted; the frames around it still reach the client."""
     client, peer, relay = sockets["client"], sockets["peer"], sockets["relay"]
-    stats = ListenerStats()
-    client_addr = client.getsockname()
-    alloc = Allocation(client_addr, client_addr, sockets["listener"], False, "u", stats)
-    peer_addr = peer.getsockname()
-    alloc.permissions[peer_addr[0]] = 1e18
-    alloc.bind_channel(0x4000, peer_addr, 1e18)
-    receiver = RelayReceiver(alloc, relay, batch)
+    stats, receiver = udp_client_with_channel(sockets, batch)
     payloads = [b"first", b"x" * 65507, b"last"]
     for payload in payloads:
         peer.sendto(payload, relay.getsockname())
