@@ -18,6 +18,7 @@ import math
 import socket
 import struct
 from collections.abc import Callable, Hashable
+from types import SimpleNamespace
 from typing import Any
 
 from stunner.auth import PlaintextAuth, long_term_key
@@ -124,7 +125,14 @@ class DatagramTarget:
         self.client = self._socket()
         self.receiver = UdpListenerReceiver(self.server, self.listener)
         self.address = self.listener.getsockname()
-        standing_allocation(self.server, self.client.getsockname(), self.listener, stream=False)
+        key = self.client.getsockname()
+        standing_allocation(self.server, key, self.listener, stream=False)
+        # ChannelData leaves through a real relay socket (sendmmsg needs one), to PEER on
+        # loopback, where nothing listens.
+        relay = self._socket()
+        self.server.allocations[key].relay = SimpleNamespace(  # type: ignore[assignment]
+            sock=relay, sendto=relay.sendto, close=relay.close
+        )
         self.answers = 0
 
     @staticmethod

@@ -67,7 +67,7 @@ def _address_of(buffer: bytearray | mmap.mmap) -> int:
 
 
 def sockaddr(addr: Address) -> ctypes.Array[ctypes.c_char]:
-    """A struct sockaddr_in for ``addr``, kept alive by the caller while sends use it."""
+    """A struct sockaddr_in for ``addr``."""
     raw = _PACK_SOCKADDR(socket.AF_INET, addr[1].to_bytes(2, "big"), socket.inet_aton(addr[0]))
     return ctypes.create_string_buffer(raw, _SOCKADDR_IN)
 
@@ -113,6 +113,8 @@ class DatagramBatch:
         # Source addresses seen lately, raw sockaddr bytes -> (host, port): a hit costs no
         # inet_ntop and returns a tuple whose hash is already known. Cleared when full.
         self._addresses: dict[bytes, Address] = {}
+        # Destinations the other way: (host, port) -> struct sockaddr_in, for sendmmsg.
+        self._sockaddrs: dict[Address, ctypes.Array[ctypes.c_char]] = {}
 
     @staticmethod
     def offset(i: int) -> int:
@@ -160,49 +162,69 @@ class DatagramBatch:
 
     def send(
         self,
-        sock: socket.socket,
-        name: ctypes.Array[ctypes.c_char],
-        addr: Address,
-        slots: list[int],
+        sock: socket.socket | None,
+        addr: Address | None,
+        starts: list[int],
         lengths: list[int],
     ) -> tuple[int, int]:
-        """Send ``lengths[k]`` bytes from the start of slot ``slots[k]`` (its headroom
-        included) to ``addr`` (``name`` is its sockaddr), in order: (packets, bytes) sent.
+        """Send ``lengths[k]`` bytes from ``starts[k]`` in ``view`` to ``addr``, in order, with
+        one sendmmsg, and empty both lists: (packets, bytes) sent.
 
         A datagram the kernel refuses (EMSGSIZE, say) is skipped and the rest still go; a
         full send buffer (EAGAIN) drops what is left, as the network would.
         """
-        total = len(slots)
-        if not self.native:
-            return self._send_portable(sock, addr, slots, lengths)
+        if not starts or sock is None or addr is None:
+            return 0, 0
+        try:
+            if not self.native:
+                return self._send_portable(sock, addr, starts, lengths)
+            return self._send_native(sock, addr, starts, lengths)
+        finally:
+            starts.clear()
+            lengths.clear()
+
+    def _send_native(
+        self, sock: socket.socket, addr: Address, starts: list[int], lengths: list[int]
+    ) -> tuple[int, int]:
+        total = len(starts)
         headers = self._send
-        words, iov_words, name_address = headers.words, headers.iov_words, ctypes.addressof(name)
+        words, iov_words = headers.words, headers.iov_words
+        name_address = ctypes.addressof(self._sockaddr(addr))
+        base = self.base
         for k in range(total):
-            iov_words[2 * k] = self.base + SLOT * slots[k]
+            iov_words[2 * k] = base + starts[k]
             iov_words[2 * k + 1] = lengths[k]
             words[8 * k] = name_address
         fd = sock.fileno()
-        start = packets = sent_bytes = 0
-        while start < total:
-            done = self._sendmmsg(fd, headers.address + _MMSGHDR * start, total - start, 0)
+        first = packets = sent_bytes = 0
+        while first < total:
+            done = self._sendmmsg(fd, headers.address + _MMSGHDR * first, total - first, 0)
             if done < 0:
                 if ctypes.get_errno() in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EBADF):
                     break
-                start += 1  # this one was refused: skip it, send the rest
+                first += 1  # this one was refused: skip it, send the rest
                 continue
             packets += done
-            sent_bytes += sum(lengths[start : start + done])
-            start += done
+            sent_bytes += sum(lengths[first : first + done])
+            first += done
         return packets, sent_bytes
 
+    def _sockaddr(self, addr: Address) -> ctypes.Array[ctypes.c_char]:
+        name = self._sockaddrs.get(addr)
+        if name is None:
+            if len(self._sockaddrs) >= _ADDRESS_CACHE_MAX:
+                self._sockaddrs.clear()
+            name = self._sockaddrs[addr] = sockaddr(addr)
+        return name
+
     def _send_portable(
-        self, sock: socket.socket, addr: Address, slots: list[int], lengths: list[int]
+        self, sock: socket.socket, addr: Address, starts: list[int], lengths: list[int]
     ) -> tuple[int, int]:
         packets = sent_bytes = 0
         view, sendto = self.view, sock.sendto
-        for slot, length in zip(slots, lengths, strict=True):
+        for start, length in zip(starts, lengths, strict=True):
             try:
-                sendto(view[SLOT * slot : SLOT * slot + length], addr)
+                sendto(view[start : start + length], addr)
             except BlockingIOError:
                 break
             except OSError:

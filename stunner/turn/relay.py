@@ -11,7 +11,7 @@ import random
 import socket
 import struct
 
-from ..batchio import HEADROOM, SLOT, DatagramBatch, shared_batch, sockaddr
+from ..batchio import HEADROOM, SLOT, DatagramBatch, shared_batch
 from ..stun import Address, Class, Message, Method
 from .allocation import Allocation
 
@@ -37,7 +37,6 @@ class RelayReceiver:
     __slots__ = (
         "batch",
         "client_addr",
-        "client_name",
         "client_transport",
         "peer_channels",
         "permissions",
@@ -56,9 +55,8 @@ class RelayReceiver:
         self.stats = allocation.stats
         self.stream = allocation.stream
         self.client_addr = allocation.client_addr
-        # UDP: the listener's socket (sendmmsg to client_name); TCP/TLS: the transport.
+        # UDP: the listener's socket (frames leave by sendmmsg); TCP/TLS: the transport.
         self.client_transport = allocation.client_transport
-        self.client_name = None if allocation.stream else sockaddr(allocation.client_addr)
 
     def drain(self) -> None:
         # Hot path: one recvmmsg for the wake-up; per datagram two dict lookups and the
@@ -73,7 +71,8 @@ class RelayReceiver:
         peer_channels = self.peer_channels
         stream = self.stream
         memory, view = batch.memory, batch.view
-        slots: list[int] = []
+        client_sock = None if stream else self.client_transport
+        starts: list[int] = []
         lengths: list[int] = []
         rx_packets = rx_bytes = tx_packets = tx_bytes = 0
         try:
@@ -86,7 +85,7 @@ class RelayReceiver:
                 channel = peer_channels.get(addr)
                 if channel is None:
                     # Data indication: after the frames before it, in order.
-                    packets, sent = self._send(slots, lengths)
+                    packets, sent = batch.send(client_sock, self.client_addr, starts, lengths)
                     tx_packets += packets
                     tx_bytes += sent
                     frame = data_indication(addr, bytes(view[offset : offset + size]))
@@ -97,12 +96,12 @@ class RelayReceiver:
                     packets, sent = self._send_frame(frame)
                 else:
                     _HEADER_INTO(memory, offset - 4, channel, size)
-                    slots.append(i)
+                    starts.append(offset - 4)
                     lengths.append(4 + size)
                     continue
                 tx_packets += packets
                 tx_bytes += sent
-            packets, sent = self._send(slots, lengths)
+            packets, sent = batch.send(client_sock, self.client_addr, starts, lengths)
             tx_packets += packets
             tx_bytes += sent
         finally:
@@ -111,18 +110,6 @@ class RelayReceiver:
             stats.cluster_rx_bytes += rx_bytes
             stats.tx_packets += tx_packets
             stats.tx_bytes += tx_bytes
-
-    def _send(self, slots: list[int], lengths: list[int]) -> tuple[int, int]:
-        """The queued ChannelData frames to the UDP client, in one sendmmsg; then empty."""
-        if not slots:
-            return 0, 0
-        assert self.client_name is not None
-        sent = self.batch.send(
-            self.client_transport, self.client_name, self.client_addr, slots, lengths
-        )
-        slots.clear()
-        lengths.clear()
-        return sent
 
     def _send_frame(self, frame: bytes) -> tuple[int, int]:
         if self.stream:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -166,7 +167,8 @@ def test_client_to_peer_sends_the_payload_and_answers_stun(
     )  # fmt: skip
     client_addr = client.getsockname()
     alloc = Allocation(client_addr, client_addr, listener, False, "u", server.stats)
-    alloc.relay = sockets["relay"]  # type: ignore[assignment]  # sendto is all it needs here
+    relay = sockets["relay"]
+    alloc.relay = SimpleNamespace(sock=relay, sendto=relay.sendto)  # type: ignore[assignment]
     alloc.permissions[peer_addr[0]] = 1e18
     alloc.bind_channel(0x4000, peer_addr, 1e18)
     server.allocations[client_addr] = alloc
@@ -183,3 +185,45 @@ def test_client_to_peer_sends_the_payload_and_answers_stun(
     assert stats.rx_packets == 7  # unknown channel and short frame counted, not relayed
     assert stats.cluster_tx_packets == 4 and stats.cluster_tx_bytes == 1304
     assert stats.tx_packets == 1
+
+
+def test_client_to_peer_keeps_order_across_runs_peers_and_send_indications(
+    sockets: dict[str, socket.socket], batch: DatagramBatch
+) -> None:
+    """Runs of ChannelData to one peer leave in one sendmmsg; a change of peer or a Send
+    indication in between must not reorder anything a peer receives."""
+    client, peer, listener = sockets["client"], sockets["peer"], sockets["listener"]
+    other = udp_socket()
+    try:
+        listener.setblocking(False)
+        server = TurnServer(
+            "t", ListenerStats(), PlaintextAuth("r", "u", "p"), lambda ip: True, "127.0.0.1", 0, 0
+        )
+        client_addr = client.getsockname()
+        alloc = Allocation(client_addr, client_addr, listener, False, "u", server.stats)
+        relay = sockets["relay"]
+        alloc.relay = SimpleNamespace(sock=relay, sendto=relay.sendto)  # type: ignore[assignment]
+        alloc.permissions["127.0.0.1"] = 1e18
+        alloc.bind_channel(0x4000, peer.getsockname(), 1e18)
+        alloc.bind_channel(0x4001, other.getsockname(), 1e18)
+        server.allocations[client_addr] = alloc
+        send = Message(Method.SEND, Class.INDICATION)
+        send.attributes["XOR-PEER-ADDRESS"] = [peer.getsockname()]
+        send.attributes["DATA"] = b"s"
+        script = [
+            pack_channel_data(0x4000, b"a1"),
+            pack_channel_data(0x4000, b"a2"),
+            pack_channel_data(0x4001, b"b1"),
+            pack_channel_data(0x4000, b"a3"),
+            send.encode(),
+            pack_channel_data(0x4000, b"a4"),
+            pack_channel_data(0x4001, b"b2"),
+        ]
+        for datagram in script:
+            client.sendto(datagram, listener.getsockname())
+        UdpListenerReceiver(server, listener, batch).drain()
+        assert [received(peer) for _ in range(5)] == [b"a1", b"a2", b"a3", b"s", b"a4"]
+        assert [received(other) for _ in range(2)] == [b"b1", b"b2"]
+        assert (server.stats.cluster_tx_packets, server.stats.cluster_tx_bytes) == (7, 13)
+    finally:
+        other.close()
