@@ -601,9 +601,11 @@ the same for both. The relay paths (`stunner/listener.py` and `stunner/turn/rela
   sockets are registered with `loop.add_reader` instead (`stunner/udp.py`), and each wake-up
   drains up to 64 datagrams.
 - **One system call per batch** (`stunner/batchio.py`): `recvmmsg(2)` reads the whole batch
-  into 64 KiB slots of one shared mapping, and a relay's ChannelData frames to its UDP client
-  leave with one `sendmmsg(2)`, both through ctypes. Source addresses are cached (raw sockaddr
-  to `(host, port)`), which skips `inet_ntop` and returns a tuple whose hash is known.
+  into 64 KiB slots of one shared mapping, through ctypes. What leaves goes by `sendmmsg(2)`
+  per run: a relay's ChannelData frames to its UDP client, and on the listener, consecutive
+  ChannelData payloads for the same relay socket and peer (a burst from one client); a run
+  of one is a plain `sendto`. Source addresses are cached (raw sockaddr to `(host, port)`),
+  which skips `inet_ntop` and returns a tuple whose hash is known.
 - **No copies on the relay paths.** The client-to-peer payload is sent as a view of its slot;
   the peer-to-client ChannelData header is written into the 4 bytes reserved in front of the
   payload. Only STUN messages, Data indications and TCP/TLS frames are copied out.
