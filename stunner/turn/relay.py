@@ -10,6 +10,7 @@ import errno
 import random
 import socket
 import struct
+from collections.abc import Iterator
 
 from ..batchio import HEADROOM, SLOT, DatagramBatch, shared_batch
 from ..stun import Address, Class, Message, Method
@@ -132,14 +133,22 @@ class RelayPortAllocator:
         self.min_port = min_port
         self.max_port = max_port
 
-    def _candidates(self, even: bool) -> list[int]:
+    def _candidates(self, even: bool) -> Iterator[int]:
+        """Ports to try, lazily: the first one nearly always binds, so a big range costs one
+        random draw per allocation, not a sample of RANDOM_TRIES ports."""
         ports = range(self.min_port, self.max_port + 1)
         if even:
             ports = range(self.min_port + (self.min_port & 1), self.max_port + 1, 2)
+        if not ports:
+            return
         if len(ports) <= 4 * self.RANDOM_TRIES:
-            start = random.randrange(len(ports)) if len(ports) else 0
-            return [ports[(start + i) % len(ports)] for i in range(len(ports))]
-        return random.sample(ports, self.RANDOM_TRIES)
+            # A small range: every port once, from a random start.
+            start = random.randrange(len(ports))
+            for i in range(len(ports)):
+                yield ports[(start + i) % len(ports)]
+            return
+        for _ in range(self.RANDOM_TRIES):
+            yield ports[random.randrange(len(ports))]
 
     def bind(self, even: bool = False) -> socket.socket | None:
         """A bound UDP socket, or None when no port in the range is free (answer 508)."""
