@@ -227,3 +227,28 @@ def test_client_to_peer_keeps_order_across_runs_peers_and_send_indications(
         assert (server.stats.cluster_tx_packets, server.stats.cluster_tx_bytes) == (7, 13)
     finally:
         other.close()
+
+
+def test_address_caches_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Clients that churn through source ports must not grow the caches without bound."""
+    import stunner.batchio as batchio
+
+    monkeypatch.setattr(batchio, "_ADDRESS_CACHE_MAX", 8)
+    batch = DatagramBatch()
+    receiver = udp_socket()
+    receiver.setblocking(False)
+    try:
+        for _ in range(3):
+            senders = [udp_socket() for _ in range(10)]
+            for sender in senders:
+                sender.sendto(b"x", receiver.getsockname())
+            sizes, addresses = batch.receive(receiver)
+            assert sizes == [1] * 10
+            assert addresses == [s.getsockname() for s in senders]
+            for addr in addresses:
+                batch.send(receiver, addr, [0, 0], [1, 1])  # sockaddr cache
+            for sender in senders:
+                sender.close()
+            assert len(batch._addresses) <= 8 and len(batch._sockaddrs) <= 8
+    finally:
+        receiver.close()
