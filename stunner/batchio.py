@@ -3,9 +3,10 @@
 Why: on the relay paths a datagram costs one system call in and one out, and with
 ``socket.recvfrom_into`` each call also releases the GIL, parses its arguments and formats the
 source address with ``inet_ntop``. Reading a whole wake-up's datagrams with one ``recvmmsg``,
-and sending a relay's frames to its client with one ``sendmmsg``, removes most of that per
-datagram (docs/performance.md has the before and after). Where libc has no ``recvmmsg`` (not
-Linux), the same interface falls back to one ``recvfrom_into``/``sendto`` per datagram.
+and sending each run of datagrams to one destination with one ``sendmmsg``, removes most of
+that per datagram (docs/performance.md has the before and after). Where libc has no
+``recvmmsg`` (not Linux), the same interface falls back to one ``recvfrom_into``/``sendto``
+per datagram.
 
 Every datagram of a batch has its own 64 KiB slot in one anonymous mapping, so nothing is ever
 truncated; pages are only touched as far as datagrams reach, so the resident cost is a few
