@@ -91,7 +91,8 @@ class _Headers:
 
 
 class DatagramBatch:
-    """Up to BATCH datagrams read with one call; datagram i sits at ``offset(i)`` in ``view``."""
+    """Up to BATCH datagrams read with one call; datagram i sits at ``SLOT * i + HEADROOM`` in
+    ``view``, with HEADROOM free bytes in front of it."""
 
     def __init__(self, native: bool = NATIVE) -> None:
         self.native = native and NATIVE
@@ -116,11 +117,6 @@ class DatagramBatch:
         self._addresses: dict[bytes, Address] = {}
         # Destinations the other way: (host, port) -> struct sockaddr_in, for sendmmsg.
         self._sockaddrs: dict[Address, ctypes.Array[ctypes.c_char]] = {}
-
-    @staticmethod
-    def offset(i: int) -> int:
-        """Where datagram ``i`` starts in ``view``; HEADROOM bytes before it are free."""
-        return SLOT * i + HEADROOM
 
     def receive(self, sock: socket.socket) -> tuple[list[int], list[Address]]:
         """Read what is queued, up to BATCH datagrams: their sizes and sources (none: empty).

@@ -37,12 +37,10 @@ _CHANNEL_HEADER = struct.Struct("!HH").unpack_from
 
 
 def forward_channel_data(
-    allocations: dict[Hashable, Allocation],
-    key: Hashable,
-    data: bytes | memoryview,
-    stats: ListenerStats,
+    allocations: dict[Hashable, Allocation], key: Hashable, data: bytes, stats: ListenerStats
 ) -> None:
-    """Relay one ChannelData frame to its peer (RFC 8656 12.5), or drop it silently."""
+    """Relay one ChannelData frame from a TCP/TLS client to its peer (RFC 8656 12.5), or drop
+    it silently. (UDP does the same in ``UdpListenerReceiver.drain``, batched.)"""
     alloc = allocations.get(key)
     if alloc is None:
         return

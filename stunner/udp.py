@@ -3,13 +3,9 @@
 Why not ``loop.create_datagram_endpoint``: uvloop's UDPTransport reads one datagram per
 readiness callback into a fresh 256 kB ``bytes``, and resolves the destination of every
 ``sendto`` three times (two address conversions in Cython, then ``socket.sendto`` parses it
-again). Here the loop calls the receiver's ``drain``, which reads up to ``BATCH`` datagrams per
-wake-up with ``recvfrom_into`` into one shared buffer, and the hot paths call the socket's own
-``sendto`` with a view of that buffer: no per-datagram ``bytes`` on the relay paths.
-
-The shared buffer is safe because the event loop runs one callback at a time and a ``sendto``
-copies the datagram into the kernel before it returns. Whatever must outlive the callback (a
-STUN request, a frame queued on a TCP transport) is copied out with ``bytes()``.
+again). Here the loop calls the receiver's ``drain`` on readiness, which reads a whole batch
+of datagrams at once (stunner.batchio) and sends views of it: no per-datagram ``bytes`` on the
+relay paths.
 
 Sends never queue: a UDP datagram that does not fit the send buffer (``EAGAIN``), or that the
 kernel refuses (``EMSGSIZE`` with DONT-FRAGMENT, ``ENETUNREACH``), is dropped as the network
@@ -42,9 +38,6 @@ class DatagramSocket:
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self._fd, on_readable)
         self.closed = False
-
-    def is_closing(self) -> bool:
-        return self.closed
 
     def close(self) -> None:
         """Stop reading and close the socket now, so that its port can be bound again at once."""

@@ -7,11 +7,34 @@ path only does dict lookups.
 from __future__ import annotations
 
 from collections.abc import Hashable
+from dataclasses import dataclass
 from typing import Any
 
 from ..stats import ListenerStats
 from ..stun import Address
 from ..udp import DatagramSocket
+
+
+@dataclass(slots=True)
+class ClientEndpoint:
+    """Where a request came from and how to answer it (and where an allocation's relayed
+    frames go back to)."""
+
+    key: Hashable  # the allocation table key: the client address (UDP) or the connection (TCP)
+    addr: Address
+    transport: Any
+    stream: bool
+
+    def send(self, data: bytes) -> bool:
+        """Send one answer; False when the kernel dropped it (the client will retransmit)."""
+        if self.stream:
+            self.transport.write(data)
+            return True
+        try:
+            self.transport.sendto(data, self.addr)
+        except OSError:
+            return False
+        return True
 
 
 class Allocation:

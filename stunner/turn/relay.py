@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 from ..batchio import HEADROOM, SLOT, DatagramBatch, shared_batch
 from ..stun import Address, Class, Message, Method
-from .allocation import Allocation
+from .allocation import Allocation, ClientEndpoint
 
 _HEADER_INTO = struct.Struct("!HH").pack_into
 _PADS = (b"", b"\x00\x00\x00", b"\x00\x00", b"\x00")
@@ -35,16 +35,7 @@ class RelayReceiver:
     per-datagram loop in ``drain`` is local-variable work and C calls.
     """
 
-    __slots__ = (
-        "batch",
-        "client_addr",
-        "client_transport",
-        "peer_channels",
-        "permissions",
-        "sock",
-        "stats",
-        "stream",
-    )
+    __slots__ = ("batch", "client", "peer_channels", "permissions", "sock", "stats")
 
     def __init__(
         self, allocation: Allocation, sock: socket.socket, batch: DatagramBatch | None = None
@@ -54,10 +45,13 @@ class RelayReceiver:
         self.permissions = allocation.permissions
         self.peer_channels = allocation.peer_channels
         self.stats = allocation.stats
-        self.stream = allocation.stream
-        self.client_addr = allocation.client_addr
-        # UDP: the listener's socket (frames leave by sendmmsg); TCP/TLS: the transport.
-        self.client_transport = allocation.client_transport
+        # UDP: the listener's socket (ChannelData leaves by sendmmsg); TCP/TLS: the transport.
+        self.client = ClientEndpoint(
+            allocation.key,
+            allocation.client_addr,
+            allocation.client_transport,
+            allocation.stream,
+        )
 
     def drain(self) -> None:
         # Hot path: one recvmmsg for the wake-up; per datagram two dict lookups and the
@@ -70,9 +64,10 @@ class RelayReceiver:
             return
         permissions = self.permissions
         peer_channels = self.peer_channels
-        stream = self.stream
+        client = self.client
+        stream = client.stream
         memory, view = batch.memory, batch.view
-        client_sock = None if stream else self.client_transport
+        client_sock = None if stream else client.transport
         starts: list[int] = []
         lengths: list[int] = []
         rx_packets = rx_bytes = tx_packets = tx_bytes = 0
@@ -86,23 +81,22 @@ class RelayReceiver:
                 channel = peer_channels.get(addr)
                 if channel is None:
                     # Data indication: after the frames before it, in order.
-                    packets, sent = batch.send(client_sock, self.client_addr, starts, lengths)
+                    packets, sent = batch.send(client_sock, client.addr, starts, lengths)
                     tx_packets += packets
                     tx_bytes += sent
                     frame = data_indication(addr, bytes(view[offset : offset + size]))
-                    packets, sent = self._send_frame(frame)
                 elif stream:
                     _HEADER_INTO(memory, offset - 4, channel, size)
                     frame = bytes(view[offset - 4 : offset + size]) + _PADS[size & 3]
-                    packets, sent = self._send_frame(frame)
                 else:
                     _HEADER_INTO(memory, offset - 4, channel, size)
                     starts.append(offset - 4)
                     lengths.append(4 + size)
                     continue
-                tx_packets += packets
-                tx_bytes += sent
-            packets, sent = batch.send(client_sock, self.client_addr, starts, lengths)
+                if client.send(frame):
+                    tx_packets += 1
+                    tx_bytes += len(frame)
+            packets, sent = batch.send(client_sock, client.addr, starts, lengths)
             tx_packets += packets
             tx_bytes += sent
         finally:
@@ -111,16 +105,6 @@ class RelayReceiver:
             stats.cluster_rx_bytes += rx_bytes
             stats.tx_packets += tx_packets
             stats.tx_bytes += tx_bytes
-
-    def _send_frame(self, frame: bytes) -> tuple[int, int]:
-        if self.stream:
-            self.client_transport.write(frame)
-            return 1, len(frame)
-        try:
-            self.client_transport.sendto(frame, self.client_addr)
-        except OSError:
-            return 0, 0  # dropped by the kernel: not sent, not counted
-        return 1, len(frame)
 
 
 class RelayPortAllocator:

@@ -15,7 +15,6 @@ import os
 import socket
 import time
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
 from typing import Any
 
 from .. import constants
@@ -24,7 +23,7 @@ from ..config import LimitsConfig
 from ..stats import ListenerStats
 from ..stun import CHANNEL_MAX, CHANNEL_MIN, Address, Class, Message, Method, parse_message
 from ..udp import DatagramSocket
-from .allocation import Allocation
+from .allocation import Allocation, ClientEndpoint
 from .limits import AmplificationGuard, Quotas
 from .relay import RelayPortAllocator, RelayReceiver
 
@@ -60,27 +59,6 @@ class TurnError(Exception):
         super().__init__(code, reason or REASONS[code])
         self.code = code
         self.reason = reason or REASONS[code]
-
-
-@dataclass(slots=True)
-class ClientEndpoint:
-    """Where a request came from and how to answer it."""
-
-    key: Hashable  # the allocation table key: the client address (UDP) or the connection (TCP)
-    addr: Address
-    transport: Any
-    stream: bool
-
-    def send(self, data: bytes) -> bool:
-        """Send one answer; False when the kernel dropped it (the client will retransmit)."""
-        if self.stream:
-            self.transport.write(data)
-            return True
-        try:
-            self.transport.sendto(data, self.addr)
-        except OSError:
-            return False
-        return True
 
 
 def error_response(request: Message, code: int, reason: str | None = None) -> Message:
