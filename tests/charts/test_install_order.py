@@ -24,6 +24,7 @@ from tests.charts.install_order import (
     replay,
     template,
 )
+from tests.charts.manifests import PROMETHEUS
 
 NAMESPACE = ("Namespace", "", "monitoring")
 ADMISSION_ACCOUNT = ("ServiceAccount", "monitoring", "stunner-monitoring-admission")
@@ -60,9 +61,11 @@ def test_namespace_hook_is_kept_and_never_replaces_a_namespace(
     annotations = namespace["metadata"]["annotations"]
     assert hook_events(namespace) == {"pre-install", "pre-upgrade"}
     assert annotations["helm.sh/resource-policy"] == "keep"
-    # Not before-hook-creation (Helm's default, which deletes an object of that name first): the
-    # template renders the hook only when a lookup finds no such namespace (see its comment).
-    assert annotations["helm.sh/hook-delete-policy"] == "hook-failed"
+    # Helm's default, stated: it deletes an object of that name before creating the hook, which
+    # is safe only because the template renders the hook when a lookup finds no such namespace.
+    assert annotations["helm.sh/hook-delete-policy"] == "before-hook-creation"
+    source = (PROMETHEUS / "templates" / "namespace.yaml").read_text()
+    assert '(not (lookup "v1" "Namespace" "" $namespace))' in source
     assert int(annotations["helm.sh/hook-weight"]) < 0
 
 
