@@ -110,8 +110,12 @@ def _ran(junit: str) -> str:
         return "no test collected"
     if any(skip is None for skip in skips):
         return ""
-    reason = next((s.get("message", "") for s in skips if s is not None), "")
-    return f"all {len(cases)} skipped ({reason})"
+    reasons: dict[str, int] = {}
+    for skip in skips:
+        reason = skip.get("message", "") if skip is not None else ""
+        reasons[reason] = reasons.get(reason, 0) + 1
+    why = "; ".join(f"{n} {reason}" for reason, n in sorted(reasons.items(), key=lambda r: -r[1]))
+    return f"all {len(cases)} skipped: {why}"
 
 
 @nox.session(python=PYTHON, default=False)
