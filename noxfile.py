@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -31,7 +32,8 @@ def _python() -> str:
         return sys.executable
     for minor in range(30, MIN_PYTHON[1] - 1, -1):
         found = shutil.which(f"python3.{minor}")
-        if found:
+        # A pyenv shim for a version that is not selected is on PATH but does not run.
+        if found and subprocess.run([found, "-c", ""], capture_output=True).returncode == 0:
             return found
     return "3.11"  # none: nox fails the session with "Python interpreter 3.11 not found"
 
