@@ -91,11 +91,18 @@ def key_of(obj: Manifest) -> Key:
     return str(obj["kind"]), str(metadata.get("namespace") or ""), str(metadata["name"])
 
 
+class CrdLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """PyYAML reads a bare `=` (it appears in CRD enums) as YAML 1.1's value tag: keep it text."""
+
+
+CrdLoader.add_constructor("tag:yaml.org,2002:value", CrdLoader.construct_yaml_str)
+
+
 def documents(text: str) -> Iterator[tuple[str, Manifest]]:
     """(source path, object) for every object `helm template` printed."""
     for chunk in re.split(r"^---\s*$", text, flags=re.MULTILINE):
         found = re.search(r"^# Source: (.+)$", chunk, flags=re.MULTILINE)
-        obj = yaml.safe_load(chunk)
+        obj = yaml.load(chunk, Loader=CrdLoader)
         if isinstance(obj, dict) and obj.get("kind"):
             yield (found.group(1).strip() if found else "?"), obj
 

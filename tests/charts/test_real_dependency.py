@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from tests.charts.conftest import Helm
-from tests.charts.install_order import plan, replay, template
+from tests.charts.install_order import CrdLoader, plan, replay, template
 from tests.charts.manifests import PROMETHEUS, Manifest, one, parse
 
 DEPENDENCY = yaml.safe_load((PROMETHEUS / "Chart.yaml").read_text())["dependencies"][0]
@@ -62,13 +62,6 @@ def test_spec_command_installs_on_a_fresh_cluster(real_chart: Path, helm: Helm) 
     assert replay(steps) == []
 
 
-class _CrdLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
-    """PyYAML reads a bare `=` (it appears in CRD enums) as YAML 1.1's value tag: keep it text."""
-
-
-_CrdLoader.add_constructor("tag:yaml.org,2002:value", _CrdLoader.construct_yaml_str)
-
-
 def _crd_schemas(archive: Path) -> dict[str, dict[str, Any]]:
     schemas = {}
     with tarfile.open(archive) as tar:
@@ -77,7 +70,7 @@ def _crd_schemas(archive: Path) -> dict[str, dict[str, Any]]:
             if Path(member.name).parent.name == "crds" and member.name.endswith(".yaml"):
                 handle = tar.extractfile(member)
                 assert handle is not None
-                for crd in yaml.load_all(handle.read(), Loader=_CrdLoader):
+                for crd in yaml.load_all(handle.read(), Loader=CrdLoader):
                     if crd and crd.get("kind") == "CustomResourceDefinition":
                         for version in crd["spec"]["versions"]:
                             if version["name"] == "v1":
