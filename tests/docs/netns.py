@@ -21,8 +21,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def netns_unavailable() -> str | None:
     """Why no network namespace can be made here, or None."""
-    if shutil.which("unshare") is None or shutil.which("ip") is None:
-        return "unshare or ip (util-linux, iproute2) is not installed"
+    for tool, package in (("unshare", "util-linux"), ("ip", "iproute2"), ("curl", "curl")):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (Debian package {package})"
     probe = subprocess.run(
         ["unshare", "--net", "true"], capture_output=True, text=True, timeout=30, check=False
     )
