@@ -142,6 +142,12 @@ def template(helm: HelmRunner, chart: Path, *args: str) -> list[tuple[str, Manif
     return list(documents(printed))
 
 
+def _in_crds_directory(source: str) -> bool:
+    """A file of a chart's crds/ directory, which Helm installs first; not a template."""
+    parts = Path(source).parts
+    return len(parts) >= 2 and parts[-2] == "crds" and "templates" not in parts
+
+
 def plan(helm: HelmRunner, rendered: Iterable[tuple[str, Manifest]]) -> list[Step]:
     """The steps of `helm install`, from `helm template --include-crds` output in its order."""
     crds: list[Step] = []
@@ -149,7 +155,7 @@ def plan(helm: HelmRunner, rendered: Iterable[tuple[str, Manifest]]) -> list[Ste
     hooks: dict[str, list[Step]] = {"pre-install": [], "post-install": []}
     for source, obj in rendered:
         events = hook_events(obj)
-        if obj["kind"] == "CustomResourceDefinition" and Path(source).parent.name == "crds":
+        if obj["kind"] == "CustomResourceDefinition" and _in_crds_directory(source):
             crds.append(Step("crds", obj, source))
         elif not events:
             ordinary.append(Step("resources", obj, source))

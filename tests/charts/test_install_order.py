@@ -164,3 +164,14 @@ def test_custom_resources_need_their_crd_first(helm: Helm, phase: str) -> None:
     obj["apiVersion"] = "monitoring.coreos.com/v1"
     (problem,) = replay(plan(helm, [(source, obj)]))
     assert "needs the CRD of monitoring.coreos.com/PodMonitor" in problem
+
+
+def test_only_crds_directories_go_first(helm: Helm) -> None:
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "things.example.com"},
+        "spec": {"group": "example.com", "names": {"kind": "Thing"}},
+    }
+    rendered = [("c/charts/sub/crds/things.yaml", crd), ("c/templates/crds/things.yaml", crd)]
+    assert [step.phase for step in plan(helm, rendered)] == ["crds", "resources"]
