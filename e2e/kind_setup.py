@@ -7,7 +7,8 @@ steps only the harness needs (marked e2e-only):
 
 1. `docker build -t stunner:0.1.0 .` and `kind load docker-image stunner:0.1.0`;
 2. e2e-only: Gateway API CRDs, standard and experimental channel, pinned (`install_gateway_api`);
-3. `helm dependency build charts/stunner-prometheus`;
+3. `helm repo add prometheus-community https://prometheus-community.github.io/helm-charts`
+   (the dependency's repository) and `helm dependency build charts/stunner-prometheus`;
 4. ``helm install stunner charts/stunner --create-namespace --namespace=stunner
    --set stunner.deployment.monitoring.enabled=true``;
 5. e2e-only: a GatewayClass, a Gateway with UDP/TCP/TLS listeners, a UDPRoute to a UDP echo
@@ -88,6 +89,10 @@ PATCH_METRICS = [
 ]
 # The README's Kubernetes quick start after `kind create cluster`, command by command.
 DOCKER_BUILD = ["docker", "build", "-t", IMAGE, "."]
+# `helm dependency build` resolves the pinned kube-prometheus-stack only through a repository
+# added under its URL (Chart.yaml's `repository`).
+DEPENDENCY_REPO = "https://prometheus-community.github.io/helm-charts"
+REPO_ADD = ["helm", "repo", "add", "prometheus-community", DEPENDENCY_REPO]
 DEPENDENCY_BUILD = ["helm", "dependency", "build", "charts/stunner-prometheus"]
 INSTALL_STUNNER = [
     "helm",
@@ -345,6 +350,7 @@ def documented_steps(cluster_name: str | None = None) -> list[str]:
     commands = [
         DOCKER_BUILD,
         load_image_command(cluster_name),
+        REPO_ADD,
         DEPENDENCY_BUILD,
         INSTALL_STUNNER,
         ["kubectl", *PATCH_METRICS],
@@ -495,6 +501,7 @@ def setup(
     step(DOCKER_BUILD, timeout=1800)
     step(load_image_command(cluster.name), timeout=600)
     install_gateway_api(cluster)
+    step(REPO_ADD, timeout=120)
     step(DEPENDENCY_BUILD)
     # No --wait: stunnerd becomes ready once the operator wrote a config (`wait_ready`).
     step(INSTALL_STUNNER)

@@ -142,3 +142,15 @@ def test_spec_prometheus_install_command_renders(built_prometheus_chart: Path, h
         "path": constants.METRICS_PATH,
         "interval": "1s",
     }
+
+
+def test_dependency_build_needs_the_repository_added(helm: Helm, tmp_path: Path) -> None:
+    """Why the quick start runs `helm repo add prometheus-community ...` first: with a fresh
+    helm home, `helm dependency build` refuses the pinned repository URL before any download."""
+    fresh = Helm(helm.binary, tmp_path / "fresh-home")
+    copy = tmp_path / PROMETHEUS.name
+    shutil.copytree(PROMETHEUS, copy, ignore=shutil.ignore_patterns("charts"))
+    done = fresh.run("dependency", "build", "--skip-refresh", str(copy), check=False)
+    (dependency,) = yaml.safe_load((PROMETHEUS / "Chart.yaml").read_text())["dependencies"]
+    assert done.returncode != 0
+    assert f"no repository definition for {dependency['repository']}" in done.stderr

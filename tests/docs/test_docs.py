@@ -3,7 +3,7 @@
 - Every relative link in README.md, docs/ and the chart READMEs reaches a file (and a heading,
   for `#anchor` links) in this repository; none cites DESIGN.md, which is not in it.
 - No command installs from upstream STUNner's chart repository; where it is named, the sentence
-  says that it is upstream's.
+  says that it is upstream's. The one `helm repo add` is kube-prometheus-stack's repository.
 - docs/kubernetes.md's quick start is the README's, and its claim about `stunnerd -c /missing
   -w` is run here.
 """
@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.docs.netns import ROOT, run_in_netns
 from tests.docs.test_readme import README, console_blocks
@@ -26,6 +27,9 @@ USER_DOCS = [
     *sorted((ROOT / "charts").glob("*/README.md")),
 ]
 LINK = re.compile(r"\]\(([^)\s]+)\)")
+DEPENDENCY_REPOSITORY = yaml.safe_load((ROOT / "charts/stunner-prometheus/Chart.yaml").read_text())[
+    "dependencies"
+][0]["repository"]
 
 
 def _slug(heading: str) -> str:
@@ -58,8 +62,10 @@ def test_links_stay_in_the_repository_and_resolve(doc: Path) -> None:
 def test_no_command_installs_from_upstreams_chart_repository(doc: Path) -> None:
     text = doc.read_text()
     for block in re.findall(r"```console\n(.*?)```", text, flags=re.DOTALL):
-        assert "l7mp.io/stunner" not in block and "helm repo" not in block
+        assert "l7mp.io/stunner" not in block
         assert not re.search(r"helm install \S+ stunner/", block), block
+        for added in re.findall(r"helm repo add \S+ (\S+)", block):
+            assert added == DEPENDENCY_REPOSITORY, block  # only the dependency's
     paragraphs = text.split("\n\n")
     for paragraph in (p for p in paragraphs if "https://l7mp.io/stunner" in p):
         assert "upstream" in paragraph, paragraph

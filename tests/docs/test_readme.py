@@ -14,6 +14,8 @@ import re
 import shlex
 from pathlib import Path
 
+import yaml
+
 from e2e import kind_setup
 from tests.docs.netns import ROOT, run_in_netns
 
@@ -63,4 +65,6 @@ def test_kubernetes_quick_start_is_what_the_kind_target_runs() -> None:
     _, _, kube = console_blocks(README, "Quick tour")
     steps = kind_setup.documented_steps()
     assert [line for line in kube if not line.startswith("kind create cluster")] == steps
-    assert not any("helm repo" in line or "https://l7mp.io" in line for line in kube)
+    assert not any("https://l7mp.io" in line for line in kube)
+    dependency = yaml.safe_load((ROOT / "charts/stunner-prometheus/Chart.yaml").read_text())
+    assert dependency["dependencies"][0]["repository"] == kind_setup.DEPENDENCY_REPO

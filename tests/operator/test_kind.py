@@ -175,6 +175,7 @@ def test_setup_runs_the_readme_steps_in_order(
         "docker build -t stunner:0.1.0 .",
         "kind load docker-image stunner:0.1.0 --name stunner-e2e",
         f"kubectl apply --server-side -f {ks.GATEWAY_API_URL}",
+        "helm repo add prometheus-community https://prometheus-community.github.io/helm-charts",
         "helm dependency build charts/stunner-prometheus",
         "helm install stunner charts/stunner --create-namespace --namespace=stunner "
         "--set stunner.deployment.monitoring.enabled=true",
