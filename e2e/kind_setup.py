@@ -1,21 +1,28 @@
-"""The kind target: STUNner installed in a kind cluster the way the spec's monitoring flow does.
+"""The kind target: STUNner installed in a kind cluster with the README's Kubernetes quick start.
 
 The harness (e2e/targets/kind.py) calls `kind_unavailable_reason()` and then `kind_target()`.
-The steps are plain functions over a cluster object with pytest-kind's `KindCluster` interface
-(`name`, `kubeconfig_path`, `kubectl(*args, **kw)`, `load_docker_image(image)`, `delete()`),
-so they work with pytest-kind's fixture or with `CliCluster`, which drives the `kind` binary
-on PATH when pytest-kind is not installed:
+`setup()` runs the quick start's commands exactly as `documented_steps()` prints them (the
+README's block is checked against it), with the kubeconfig in $KUBECONFIG, and between them the
+steps only the harness needs (marked e2e-only):
 
-1. `docker build -t stunner:0.1.0 .` and `kind load docker-image` (`load_image`);
-2. Gateway API CRDs, standard and experimental channel, pinned (`install_gateway_api`);
-3. ``helm install stunner charts/stunner --create-namespace --namespace=stunner
-   --set stunner.deployment.monitoring.enabled=true`` (`install_stunner`);
-4. a GatewayClass, a Gateway with UDP/TCP/TLS listeners, a UDPRoute to a UDP echo backend and
-   a NodePort Service that kind/cluster.yaml maps to 127.0.0.1 (`apply_gateway`);
-5. the spec's ``kubectl -n stunner patch gatewayconfigs.stunner.l7mp.io ...`` (`patch_metrics`);
-6. ``helm install prometheus charts/stunner-prometheus``, its Service made NodePort 30090 so
-   that Prometheus answers on 127.0.0.1:9090 (`install_prometheus`);
-7. wait until the config carries the metrics endpoint, stunnerd is ready and Prometheus is up.
+1. `docker build -t stunner:0.1.0 .` and `kind load docker-image stunner:0.1.0`;
+2. e2e-only: Gateway API CRDs, standard and experimental channel, pinned (`install_gateway_api`);
+3. `helm repo add prometheus-community https://prometheus-community.github.io/helm-charts`
+   (the dependency's repository) and `helm dependency build charts/stunner-prometheus`;
+4. ``helm install stunner charts/stunner --create-namespace --namespace=stunner
+   --set stunner.deployment.monitoring.enabled=true``;
+5. e2e-only: a GatewayClass, a Gateway with UDP/TCP/TLS listeners, a UDPRoute to a UDP echo
+   backend and a NodePort Service that kind/cluster.yaml maps to 127.0.0.1 (`apply_gateway`);
+6. the spec's ``kubectl -n stunner patch gatewayconfigs.stunner.l7mp.io ...``;
+7. ``helm install prometheus charts/stunner-prometheus --wait --timeout 10m``;
+8. ``kubectl -n monitoring port-forward svc/prometheus 9090:9090`` and ``svc/grafana 3000:80``,
+   in the background until the run ends;
+9. e2e-only: wait until the config carries the metrics endpoint, stunnerd is ready, Prometheus
+   answers on 127.0.0.1:9090 and Grafana on 127.0.0.1:3000.
+
+The steps are plain functions over a cluster object with pytest-kind's `KindCluster` interface
+(`name`, `kubeconfig_path`, `kubectl(*args, **kw)`, `delete()`), so they work with pytest-kind's
+fixture or with `CliCluster`, which drives the `kind` binary on PATH.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -63,10 +71,10 @@ LISTENERS: tuple[tuple[str, str, int, int], ...] = (
     ("tls-listener", "TLS", 3479, 30479),
 )
 PROMETHEUS_NAMESPACE = "monitoring"
-PROMETHEUS_SERVICE = "prometheus"
 PROMETHEUS_PORT = 9090
-PROMETHEUS_NODEPORT = 30090
 PROMETHEUS_URL = f"http://{HOST}:{PROMETHEUS_PORT}"
+GRAFANA_PORT = 3000
+GRAFANA_URL = f"http://{HOST}:{GRAFANA_PORT}"
 # Exactly the spec's command (MONITORING.md, "Enable the STUNner metrics endpoint").
 METRICS_ENDPOINT = "http://0.0.0.0:8080/metrics"
 PATCH_METRICS = [
@@ -79,6 +87,37 @@ PATCH_METRICS = [
     '{"spec": {"metricsEndpoint": "http://0.0.0.0:8080/metrics" }}',
     "--type=merge",
 ]
+# The README's Kubernetes quick start after `kind create cluster`, command by command.
+DOCKER_BUILD = ["docker", "build", "-t", IMAGE, "."]
+# `helm dependency build` resolves the pinned kube-prometheus-stack only through a repository
+# added under its URL (Chart.yaml's `repository`).
+DEPENDENCY_REPO = "https://prometheus-community.github.io/helm-charts"
+REPO_ADD = ["helm", "repo", "add", "prometheus-community", DEPENDENCY_REPO]
+DEPENDENCY_BUILD = ["helm", "dependency", "build", "charts/stunner-prometheus"]
+INSTALL_STUNNER = [
+    "helm",
+    "install",
+    "stunner",
+    "charts/stunner",
+    "--create-namespace",
+    "--namespace=stunner",
+    "--set",
+    "stunner.deployment.monitoring.enabled=true",
+]
+# The spec's command, plus --wait: the Prometheus Operator must be up before its Prometheus.
+INSTALL_PROMETHEUS = [
+    "helm",
+    "install",
+    "prometheus",
+    "charts/stunner-prometheus",
+    "--wait",
+    "--timeout",
+    "10m",
+]
+PORT_FORWARDS = (
+    ["kubectl", "-n", PROMETHEUS_NAMESPACE, "port-forward", "svc/prometheus", "9090:9090"],
+    ["kubectl", "-n", PROMETHEUS_NAMESPACE, "port-forward", "svc/grafana", "3000:80"],
+)
 KEEP_ENV = "STUNNER_E2E_KEEP_KIND"
 DIAGNOSTICS = ROOT / "e2e-report" / "kind-diagnostics.txt"
 
@@ -91,12 +130,11 @@ class Cluster(Protocol):
 
     def kubectl(self, *args: str, **kwargs: Any) -> str: ...
 
-    def load_docker_image(self, docker_image: str) -> None: ...
-
     def delete(self) -> None: ...
 
 
 Runner = Callable[..., str]
+Spawner = Callable[[list[str], dict[str, str]], Callable[[], None]]  # start; returns a stopper
 
 
 def run(args: Sequence[str], timeout: float = 600, **kwargs: Any) -> str:
@@ -142,9 +180,6 @@ class CliCluster:
     def kubectl(self, *args: str, **kwargs: Any) -> str:
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig_path)}
         return run(["kubectl", *args], env=env, **kwargs)
-
-    def load_docker_image(self, docker_image: str) -> None:
-        run(["kind", "load", "docker-image", "--name", self.name, docker_image], timeout=600)
 
     def delete(self) -> None:
         run(["kind", "delete", "cluster", f"--name={self.name}"], timeout=300)
@@ -305,15 +340,43 @@ def turn_uris() -> list[str]:
 # Steps
 
 
-def _helm(cluster: Cluster, *args: str, runner: Runner = run, timeout: float = 900) -> str:
-    return runner(
-        ["helm", *args, f"--kubeconfig={cluster.kubeconfig_path}"], timeout=timeout, cwd=ROOT
-    )
+def load_image_command(cluster_name: str | None) -> list[str]:
+    name = ["--name", cluster_name] if cluster_name else []
+    return ["kind", "load", "docker-image", IMAGE, *name]
 
 
-def load_image(cluster: Cluster, runner: Runner = run) -> None:
-    runner(["docker", "build", "-t", IMAGE, "."], timeout=1800, cwd=ROOT)
-    cluster.load_docker_image(IMAGE)
+def documented_steps(cluster_name: str | None = None) -> list[str]:
+    """The README's Kubernetes quick start after `kind create cluster`, as shell lines."""
+    commands = [
+        DOCKER_BUILD,
+        load_image_command(cluster_name),
+        REPO_ADD,
+        DEPENDENCY_BUILD,
+        INSTALL_STUNNER,
+        ["kubectl", *PATCH_METRICS],
+        INSTALL_PROMETHEUS,
+    ]
+    return [shlex.join(c) for c in commands] + [f"{shlex.join(c)} &" for c in PORT_FORWARDS]
+
+
+def kube_env(cluster: Cluster) -> dict[str, str]:
+    return {**os.environ, "KUBECONFIG": str(cluster.kubeconfig_path)}
+
+
+def spawn(args: list[str], env: dict[str, str]) -> Callable[[], None]:
+    """Start a background command (a port-forward); the returned function stops it."""
+    quiet = subprocess.DEVNULL
+    proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=quiet, stderr=quiet)
+
+    def stop() -> None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+    return stop
 
 
 def install_gateway_api(cluster: Cluster) -> None:
@@ -321,22 +384,6 @@ def install_gateway_api(cluster: Cluster) -> None:
     cluster.kubectl("apply", "--server-side", "-f", GATEWAY_API_URL, timeout=180)
     crds = ["crd/gateways.gateway.networking.k8s.io", "crd/udproutes.gateway.networking.k8s.io"]
     cluster.kubectl("wait", "--for=condition=Established", *crds, "--timeout=120s", timeout=180)
-
-
-def install_stunner(cluster: Cluster, runner: Runner = run) -> None:
-    # The spec's command. No --wait: stunnerd becomes ready once the operator wrote a config,
-    # which `wait_ready` checks with its own deadline.
-    _helm(
-        cluster,
-        "install",
-        "stunner",
-        "charts/stunner",
-        "--create-namespace",
-        "--namespace=stunner",
-        "--set",
-        "stunner.deployment.monitoring.enabled=true",
-        runner=runner,
-    )
 
 
 def make_tls_secret(cluster: Cluster, workdir: Path, runner: Runner = run) -> None:
@@ -361,37 +408,6 @@ def apply_gateway(cluster: Cluster, workdir: Path) -> None:
     cluster.kubectl("apply", "-f", str(path), timeout=120)
 
 
-def patch_metrics(cluster: Cluster) -> None:
-    cluster.kubectl(*PATCH_METRICS)
-
-
-def install_prometheus(cluster: Cluster, runner: Runner = run) -> None:
-    chart = ROOT / "charts" / "stunner-prometheus"
-    deps = "build" if (chart / "Chart.lock").exists() else "update"
-    _helm(cluster, "dependency", deps, "charts/stunner-prometheus", runner=runner)
-    # The spec's command, plus --wait: the Prometheus Operator must be up before its Service.
-    _helm(
-        cluster,
-        "install",
-        "prometheus",
-        "charts/stunner-prometheus",
-        "--wait",
-        "--timeout=10m",
-        runner=runner,
-        timeout=900,
-    )
-    # Strategic merge keyed by port: keep the chart's port entry, pin its nodePort.
-    patch = {
-        "spec": {
-            "type": "NodePort",
-            "ports": [{"port": PROMETHEUS_PORT, "nodePort": PROMETHEUS_NODEPORT}],
-        }
-    }
-    cluster.kubectl(
-        "-n", PROMETHEUS_NAMESPACE, "patch", "service", PROMETHEUS_SERVICE, "-p", json.dumps(patch)
-    )
-
-
 def poll(what: str, check: Callable[[], bool], timeout: float, interval: float = 2.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -405,9 +421,17 @@ def poll(what: str, check: Callable[[], bool], timeout: float, interval: float =
         time.sleep(interval)
 
 
-def _prometheus_ready() -> bool:
-    with urllib.request.urlopen(f"{PROMETHEUS_URL}/-/ready", timeout=5) as resp:
+def _answers(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=5) as resp:
         return int(resp.status) == 200
+
+
+def _prometheus_ready() -> bool:
+    return _answers(f"{PROMETHEUS_URL}/-/ready")
+
+
+def _grafana_ready() -> bool:
+    return _answers(f"{GRAFANA_URL}/api/health")
 
 
 def wait_ready(cluster: Cluster) -> None:
@@ -440,7 +464,8 @@ def wait_ready(cluster: Cluster) -> None:
     cluster.kubectl(
         *ns, "wait", "--for=condition=Ready", "pod", "-l", selector, "--timeout=300s", timeout=330
     )
-    poll("Prometheus on 127.0.0.1:9090", _prometheus_ready, timeout=300)
+    poll("Prometheus on 127.0.0.1:9090 (port-forward)", _prometheus_ready, timeout=300)
+    poll("Grafana on 127.0.0.1:3000 (port-forward)", _grafana_ready, timeout=300)
 
 
 def credentials(cluster: Cluster) -> tuple[str, str]:
@@ -459,15 +484,33 @@ def credentials(cluster: Cluster) -> tuple[str, str]:
     return str(spec.get("userName", "")), str(spec.get("password", ""))
 
 
-def setup(cluster: Cluster, workdir: Path, runner: Runner = run) -> dict[str, Any]:
-    """Steps 1-7; returns what e2e/targets/kind.py passes on to the external target."""
-    load_image(cluster, runner)
+def setup(
+    cluster: Cluster,
+    workdir: Path,
+    stack: contextlib.ExitStack,
+    runner: Runner = run,
+    spawner: Spawner = spawn,
+) -> dict[str, Any]:
+    """Steps 1-9; returns what e2e/targets/kind.py passes on to the external target. The
+    port-forwards run until `stack` closes."""
+    env = kube_env(cluster)
+
+    def step(command: list[str], timeout: float = 900) -> None:
+        runner(command, timeout=timeout, cwd=ROOT, env=env)
+
+    step(DOCKER_BUILD, timeout=1800)
+    step(load_image_command(cluster.name), timeout=600)
     install_gateway_api(cluster)
-    install_stunner(cluster, runner)
+    step(REPO_ADD, timeout=120)
+    step(DEPENDENCY_BUILD)
+    # No --wait: stunnerd becomes ready once the operator wrote a config (`wait_ready`).
+    step(INSTALL_STUNNER)
     make_tls_secret(cluster, workdir, runner)
     apply_gateway(cluster, workdir)
-    patch_metrics(cluster)
-    install_prometheus(cluster, runner)
+    step(["kubectl", *PATCH_METRICS], timeout=60)
+    step(INSTALL_PROMETHEUS)
+    for forward in PORT_FORWARDS:
+        stack.callback(spawner(forward, env))
     wait_ready(cluster)
     user, password = credentials(cluster)
     echo_ip = cluster.kubectl(
@@ -511,14 +554,15 @@ def kind_target(name: str = CLUSTER_NAME) -> Iterator[dict[str, Any]]:
     workdir = Path(tempfile.mkdtemp(prefix="stunner-kind-"))
     cluster = create_cluster(name, workdir)
     try:
-        try:
-            info = setup(cluster, workdir)
-        except Exception:
-            DIAGNOSTICS.parent.mkdir(parents=True, exist_ok=True)
-            DIAGNOSTICS.write_text(diagnostics(cluster))
-            sys.stderr.write(f"kind: setup failed, cluster state in {DIAGNOSTICS}\n")
-            raise
-        yield info
+        with contextlib.ExitStack() as stack:
+            try:
+                info = setup(cluster, workdir, stack)
+            except Exception:
+                DIAGNOSTICS.parent.mkdir(parents=True, exist_ok=True)
+                DIAGNOSTICS.write_text(diagnostics(cluster))
+                sys.stderr.write(f"kind: setup failed, cluster state in {DIAGNOSTICS}\n")
+                raise
+            yield info
     finally:
         if not os.environ.get(KEEP_ENV):
             cluster.delete()

@@ -35,9 +35,30 @@ def _md_cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _skipped(info: RunInfo) -> dict[str, str]:
+    """test id -> why it skipped."""
+    return {
+        test: outcome.removeprefix("skipped: ").removeprefix("Skipped: ")
+        for test, outcome in info.outcomes.items()
+        if outcome.startswith("skipped: ")
+    }
+
+
+def _tally(info: RunInfo) -> str:
+    """`N passed, N failed, N skipped`: what this target really ran."""
+    counts = {"passed": 0, "failed": 0, "skipped": len(_skipped(info))}
+    for outcome in info.outcomes.values():
+        if outcome == "passed":
+            counts["passed"] += 1
+        elif not outcome.startswith("skipped: "):
+            counts["failed"] += 1
+    return ", ".join(f"{n} {what}" for what, n in counts.items())
+
+
 def write_tables(outdir: Path, recorder: Recorder, info: RunInfo) -> None:
-    """report.json and report.md: one row per assertion."""
+    """report.json and report.md: the target, what skipped and why, one row per assertion."""
     rows = [r.as_dict() for r in recorder.records]
+    skipped = _skipped(info)
     failed = sum(1 for r in recorder.records if not r.ok and not r.negative)
     caught = sum(1 for r in recorder.records if not r.ok and r.negative)
     meta: dict[str, Any] = {
@@ -47,6 +68,7 @@ def write_tables(outdir: Path, recorder: Recorder, info: RunInfo) -> None:
         "duration_s": round(info.finished - info.started, 1),
         "notes": info.notes,
         "tests": info.outcomes,
+        "skipped": skipped,
         "assertions": len(rows),
         "assertions_failed": failed,
         "negative_controls_caught": caught,
@@ -55,6 +77,7 @@ def write_tables(outdir: Path, recorder: Recorder, info: RunInfo) -> None:
     lines = [
         f"# stunner e2e report ({info.target})",
         "",
+        f"- target: {info.target}; tests: {_tally(info)}",
         f"- duration: {meta['duration_s']} s; assertions: {len(rows)}, failed: {failed}; "
         f"negative controls caught: {caught}",
         *(f"- {note}" for note in info.notes),
@@ -64,6 +87,10 @@ def write_tables(outdir: Path, recorder: Recorder, info: RunInfo) -> None:
         "| test | outcome |",
         "|---|---|",
         *(f"| {_md_cell(t)} | {o} |" for t, o in info.outcomes.items()),
+        "",
+        "## Skipped, and why",
+        "",
+        *([f"- `{t}`: {_md_cell(why)}" for t, why in skipped.items()] or ["- nothing"]),
         "",
         "## Assertions",
         "",

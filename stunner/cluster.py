@@ -1,5 +1,5 @@
 """Clusters: the peers a listener may relay to, and the admission check that keeps the relay
-from becoming an open proxy into the cluster network (DESIGN.md 1.1).
+from becoming an open proxy into the cluster network (docs/security.md, "No open proxy").
 """
 
 from __future__ import annotations

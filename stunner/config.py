@@ -705,7 +705,7 @@ def parse_turn_uri(uri: str, *, field: str = "uri") -> TurnUri:
     if scheme not in ("turn", "turns") or not uri[len(scheme) :].startswith("://"):
         raise ConfigError(f"{field}: must be a turn:// or turns:// URI, got {uri!r}")
     options = dict(query)
-    transport = options.pop("transport", "udp").lower()
+    transport = options.pop("transport", "tcp" if scheme == "turns" else "udp").lower()  # RFC 7065
     protocol = _URI_PROTOCOLS.get((scheme, transport))
     if options or protocol is None:
         raise ConfigError(f"{field}: only ?transport=udp|tcp|tls|dtls is supported, got {uri!r}")

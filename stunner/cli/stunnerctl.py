@@ -31,6 +31,23 @@ _INPUTS = {
     "endpoints": "Endpoints",
     "secret": "Secret",
 }
+# option -> what its objects are for, for --help
+_HELP = {
+    "gatewayconfig": "the GatewayConfig (exactly one): auth, admin endpoints, relay port range",
+    "gateway": "Gateways, taken as this GatewayConfig's: one stunnerd listener per listener",
+    "udproute": "UDPRoutes: one cluster per route that attaches to a listener",
+    "service": "the routes' backend Services: their ClusterIPs become cluster endpoints",
+    "endpoints": "the backends' Endpoints: their ready addresses become cluster endpoints",
+    "secret": "Secrets that TLS listeners' certificateRefs or the GatewayConfig's authRef name",
+}
+EXAMPLE = (
+    "example (the inputs are in the repository):\n"
+    "  stunnerctl render --gatewayconfig examples/k8s/gatewayconfig.yaml \\\n"
+    "      --gateway examples/k8s/gateway.yaml --udproute examples/k8s/udproute.yaml \\\n"
+    "      --service examples/k8s/service.yaml --endpoints examples/k8s/endpoints.yaml\n\n"
+    "Each FILE may hold several YAML documents or a List. Exit status: 0 rendered, 1 the\n"
+    "GatewayConfig was rejected, 2 bad arguments or files."
+)
 
 
 class UsageError(Exception):
@@ -48,10 +65,20 @@ def build_parser() -> OneLineParser:
         prog="stunnerctl",
         usage="stunnerctl render --gatewayconfig FILE [--gateway FILE ...] [options]",
         help="print the stunnerd config for a GatewayConfig, Gateways and UDPRoutes",
+        description="Print the stunnerd config (YAML) that the operator would write for these\n"
+        "objects. What their statuses would report as wrong goes to stderr as warnings.",
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    rend.add_argument("--gatewayconfig", required=True, metavar="FILE")
+    rend.add_argument("--gatewayconfig", required=True, metavar="FILE", help=_HELP["gatewayconfig"])
     for option in list(_INPUTS)[1:]:
-        rend.add_argument(f"--{option}", action="append", default=[], metavar="FILE")
+        rend.add_argument(
+            f"--{option}",
+            action="append",
+            default=[],
+            metavar="FILE",
+            help=f"{_HELP[option]} (repeatable)",
+        )
     rend.add_argument(
         "-n",
         "--namespace",

@@ -1,6 +1,10 @@
 """``stunner-operator``: run the kopf operator standalone over all namespaces.
 
 stunner-operator [--liveness URL] [--namespace NS ...] [-v]
+
+kopf and kubernetes-asyncio come with the ``[operator]`` extra. They are imported only once the
+arguments are parsed, so ``--help`` works without them and a plain ``pip install .`` gets one line
+that names the extra instead of a traceback.
 """
 
 from __future__ import annotations
@@ -8,11 +12,11 @@ from __future__ import annotations
 import logging
 import sys
 
-import kopf
-
 from stunner.cli._args import OneLineParser
 
 DEFAULT_LIVENESS = "http://0.0.0.0:8081/healthz"
+# The modules the [operator] extra brings.
+OPERATOR_EXTRA = ("kopf", "kubernetes_asyncio")
 
 
 def build_parser() -> OneLineParser:
@@ -45,8 +49,18 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(name)s %(levelname)s: %(message)s",
         stream=sys.stderr,
     )
-    from . import handlers  # noqa: F401  (registers the handlers with kopf)
+    try:
+        import kopf
 
+        from . import handlers  # noqa: F401  (registers the handlers with kopf)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in OPERATOR_EXTRA:
+            raise
+        sys.stderr.write(
+            f"stunner-operator: error: {exc.name} is not installed; the operator needs the "
+            "[operator] extra: pip install 'stunner[operator]'\n"
+        )
+        return 1
     kopf.run(
         standalone=True,
         clusterwide=not args.namespace,

@@ -1,4 +1,4 @@
-"""Render a GatewayConfig, its Gateways and UDPRoutes into one stunnerd config (DESIGN 1.1).
+"""Render a GatewayConfig, its Gateways and UDPRoutes into one stunnerd config (docs/kubernetes.md).
 
 Pure: Kubernetes objects (decoded JSON) in, the stunnerd config dict and the status to report
 out. The operator and ``stunnerctl render`` both call `render`; neither adds rules of its own.
@@ -330,7 +330,7 @@ def _backends(
     route: Obj, services: Mapping[ObjKey, Obj], endpoints: Mapping[ObjKey, Obj]
 ) -> tuple[list[str], Condition]:
     """The cluster's endpoints: each backend Service's ClusterIP(s) and ready endpoint IPs.
-    Ports are ignored: stunnerd admits peers by IP (DESIGN 1.1)."""
+    Ports are ignored: stunnerd admits peers by IP (docs/security.md)."""
     ns = key(route)[0]
     ips: list[str] = []
     problems: list[tuple[str, str]] = []

@@ -4,7 +4,8 @@ kube-prometheus-stack is a pinned remote dependency, and nothing remote can be f
 these fixtures build a STAND-IN chart with the same name and version, publish it in a chart
 repository served on 127.0.0.1, and point the repository name that Chart.yaml's URL maps to at
 that index. `helm dependency build` then runs unchanged against the committed Chart.yaml and
-Chart.lock in a temporary copy of the chart. The stand-in renders one marker ConfigMap, not
+Chart.lock in a temporary copy of the chart. The stand-in (standin.py) has kube-prometheus-stack
+88.x's install-time structure (CRDs, the admission webhook's hooks) and a marker ConfigMap, not
 Prometheus or Grafana: what kube-prometheus-stack itself renders is not tested here.
 """
 
@@ -25,8 +26,9 @@ import yaml
 
 from tests.charts.helm import find_helm
 from tests.charts.manifests import PROMETHEUS
+from tests.charts.standin import STANDIN_MARKER, write_standin
 
-STANDIN_MARKER = "kube-prometheus-stack-standin"
+__all__ = ["STANDIN_MARKER", "Helm"]
 
 
 def _dependency() -> dict[str, Any]:
@@ -64,26 +66,6 @@ def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
     return Helm(binary, tmp_path_factory.mktemp("helm-home"))
 
 
-def _write_standin(directory: Path, name: str, version: str) -> Path:
-    chart = directory / name
-    (chart / "templates").mkdir(parents=True)
-    metadata = {
-        "apiVersion": "v2",
-        "name": name,
-        "version": version,
-        "description": "Test stand-in for the pinned dependency; renders a marker only.",
-    }
-    (chart / "Chart.yaml").write_text(yaml.safe_dump(metadata))
-    (chart / "values.yaml").write_text("namespaceOverride: ''\n")
-    (chart / "templates" / "marker.yaml").write_text(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n"
-        f"  name: {STANDIN_MARKER}\n"
-        "  namespace: {{ .Values.namespaceOverride | default .Release.Namespace }}\n"
-        "data:\n  chart: {{ .Chart.Name }}-{{ .Chart.Version }}\n"
-    )
-    return chart
-
-
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -96,7 +78,7 @@ def stack_repo(helm: Helm, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     work = tmp_path_factory.mktemp("standin")
     repo = work / "repo"
     repo.mkdir()
-    source = _write_standin(work / "src", dependency["name"], dependency["version"])
+    source = write_standin(work / "src", dependency["name"], dependency["version"])
     helm.run("package", str(source), "--destination", str(repo))
     handler = functools.partial(_QuietHandler, directory=str(repo))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)

@@ -25,7 +25,7 @@ from tests.charts.manifests import CHARTS
 COMMITTED = [
     CHARTS / chart / "dashboards" / "stunner.json" for chart in ("stunner", "stunner-prometheus")
 ]
-# The contract's metrics (DESIGN.md 1.2) and the process metrics the issue asks for.
+# The contract's metrics (docs/metrics.md) and the process metrics the issue asks for.
 STUNNER_METRICS = [
     "stunner_listener_connections",
     "stunner_listener_connections_total",

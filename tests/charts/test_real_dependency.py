@@ -3,9 +3,10 @@
 Opt-in: set STUNNER_CHART_DEPS to a directory holding kube-prometheus-stack-<pinned>.tgz
 (for example the `charts/` directory left by `helm dependency build` on a machine with
 network). Without it these tests skip: the pinned remote chart cannot be fetched here.
-They check what the stand-in cannot: the names, ports and namespace the spec's one-liners use,
-the Grafana datasource, that the Prometheus selects our PodMonitor and rules, and that our
-custom resources match the operator CRDs the dependency ships.
+They replay Helm's install order over the real release (its hooks, not the stand-in's), and
+check what the stand-in cannot: the names, ports and namespace the spec's one-liners use, the
+Grafana datasource, that the Prometheus selects our PodMonitor and rules, and that our custom
+resources match the operator CRDs the dependency ships.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pytest
 import yaml
 
 from tests.charts.conftest import Helm
+from tests.charts.install_order import CrdLoader, plan, replay, template
 from tests.charts.manifests import PROMETHEUS, Manifest, one, parse
 
 DEPENDENCY = yaml.safe_load((PROMETHEUS / "Chart.yaml").read_text())["dependencies"][0]
@@ -36,20 +38,28 @@ def archive() -> Path:
 
 
 @pytest.fixture(scope="module")
-def rendered(archive: Path, helm: Helm, tmp_path_factory: pytest.TempPathFactory) -> list[Manifest]:
+def real_chart(archive: Path, helm: Helm, tmp_path_factory: pytest.TempPathFactory) -> Path:
     copy = tmp_path_factory.mktemp("real") / PROMETHEUS.name
     shutil.copytree(PROMETHEUS, copy, ignore=shutil.ignore_patterns("charts"))
     (copy / "charts").mkdir()
     shutil.copy(archive, copy / "charts")
     helm.run("lint", "--strict", str(copy))
-    return parse([helm.run("template", "prometheus", str(copy)).stdout])
+    return copy
 
 
-class _CrdLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
-    """PyYAML reads a bare `=` (it appears in CRD enums) as YAML 1.1's value tag: keep it text."""
+@pytest.fixture(scope="module")
+def rendered(real_chart: Path, helm: Helm) -> list[Manifest]:
+    return parse([helm.run("template", "prometheus", str(real_chart)).stdout])
 
 
-_CrdLoader.add_constructor("tag:yaml.org,2002:value", _CrdLoader.construct_yaml_str)
+def test_spec_command_installs_on_a_fresh_cluster(real_chart: Path, helm: Helm) -> None:
+    """Helm's install order replayed over the real release (see test_install_order.py)."""
+    steps = plan(helm, template(helm, real_chart))
+    hooks_in_monitoring = [
+        s for s in steps if s.phase == "pre-install" and s.key[1] == "monitoring"
+    ]
+    assert hooks_in_monitoring, "the real chart's webhook hooks are what this test is about"
+    assert replay(steps) == []
 
 
 def _crd_schemas(archive: Path) -> dict[str, dict[str, Any]]:
@@ -60,7 +70,7 @@ def _crd_schemas(archive: Path) -> dict[str, dict[str, Any]]:
             if Path(member.name).parent.name == "crds" and member.name.endswith(".yaml"):
                 handle = tar.extractfile(member)
                 assert handle is not None
-                for crd in yaml.load_all(handle.read(), Loader=_CrdLoader):
+                for crd in yaml.load_all(handle.read(), Loader=CrdLoader):
                     if crd and crd.get("kind") == "CustomResourceDefinition":
                         for version in crd["spec"]["versions"]:
                             if version["name"] == "v1":

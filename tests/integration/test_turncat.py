@@ -288,7 +288,7 @@ async def test_tls_verifies_the_server_certificate(
 
 def test_dtls_is_refused() -> None:
     with pytest.raises(ValueError, match="DTLS is not supported"):
-        TurnCat((HOST, 0), config.parse_turn_uri("turns://u:p@h"), (HOST, 1))
+        TurnCat((HOST, 0), config.parse_turn_uri("turns://u:p@h?transport=udp"), (HOST, 1))
 
 
 # ------------------------------------------------------------------------------------------
@@ -352,7 +352,7 @@ async def test_cli_relays_and_deletes_allocation_on_signal(
             "server: must be a turn:// or turns:// URI, got 'http://u:p@h'",
         ),
         (
-            ["udp://127.0.0.1:5000", "turns://u:p@h:443", "udp://1.2.3.4:5"],
+            ["udp://127.0.0.1:5000", "turns://u:p@h:443?transport=udp", "udp://1.2.3.4:5"],
             "server: DTLS is not supported, use TLS (turns://...?transport=tcp)",
         ),
         (
@@ -403,3 +403,12 @@ def test_cli_process_exit_codes() -> None:
     assert unknown.returncode == 1
     assert unknown.stderr.startswith("turncat: cannot resolve peer no-such-host.invalid: ")
     assert unknown.stderr.count("\n") == 1
+
+
+def test_turns_without_transport_is_tls_as_the_help_says() -> None:
+    """RFC 7065: a turns URI without ?transport= is TLS over TCP, on port 443 by default."""
+    assert "turns:// means TLS" in turncat._build_parser().format_help()
+    options = turncat.parse_args(
+        ["udp://127.0.0.1:5000", "turns://u:p@127.0.0.1", "udp://127.0.0.1:9"]
+    )
+    assert (options.server.protocol, options.server.port) == ("TLS", 443)

@@ -4,6 +4,7 @@ build files and the CI workflow."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shlex
@@ -29,7 +30,7 @@ def kind_config() -> dict[str, Any]:
     return dict(yaml.safe_load((ROOT / "kind" / "cluster.yaml").read_text()))
 
 
-def test_kind_config_maps_turn_and_prometheus_ports() -> None:
+def test_kind_config_maps_the_turn_ports() -> None:
     cfg = kind_config()
     assert (cfg["kind"], cfg["apiVersion"]) == ("Cluster", "kind.x-k8s.io/v1alpha4")
     (node,) = cfg["nodes"]
@@ -39,8 +40,7 @@ def test_kind_config_maps_turn_and_prometheus_ports() -> None:
         (3478, "UDP", 30478),
         (3478, "TCP", 30478),
         (3479, "TCP", 30479),
-        (9090, "TCP", 30090),
-    }
+    }  # Prometheus and Grafana: kubectl port-forward, as the README says
     assert {m["listenAddress"] for m in node["extraPortMappings"]} == {"127.0.0.1"}
     assert all(30000 <= m["containerPort"] <= 32767 for m in node["extraPortMappings"])
     (patch,) = [yaml.safe_load(p) for p in node["kubeadmConfigPatches"]]
@@ -52,8 +52,9 @@ def test_kind_setup_ports_agree_with_the_kind_config() -> None:
     mapped = {(m["containerPort"], m["protocol"]): m["hostPort"] for m in node["extraPortMappings"]}
     for _, protocol, port, node_port in ks.LISTENERS:
         assert mapped[(node_port, "UDP" if protocol == "UDP" else "TCP")] == port
-    assert mapped[(ks.PROMETHEUS_NODEPORT, "TCP")] == ks.PROMETHEUS_PORT
     assert ks.PROMETHEUS_URL == "http://127.0.0.1:9090"
+    assert ks.GRAFANA_URL == "http://127.0.0.1:3000"
+    assert ks.PROMETHEUS_PORT not in mapped.values()  # free for the port-forward
 
 
 def by_kind(kind: str) -> list[dict[str, Any]]:
@@ -140,38 +141,53 @@ class FakeCluster:
             return "gatewayclass.gateway.networking.k8s.io/other\n"
         return ""
 
-    def load_docker_image(self, docker_image: str) -> None:
-        self.log.append(f"load {docker_image}")
-
     def delete(self) -> None:
         self.log.append("delete")
 
 
-def test_setup_runs_the_specs_flow_in_order(
+def test_setup_runs_the_readme_steps_in_order(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cluster = FakeCluster()
+    envs: list[str] = []
 
     def runner(args: list[str], **kwargs: Any) -> str:
-        cluster.log.append(" ".join(args))
+        cluster.log.append(shlex.join(args))
+        if args[0] != "openssl":
+            envs.append(kwargs["env"]["KUBECONFIG"])
+            assert kwargs["cwd"] == ks.ROOT
         return ""
 
+    def spawner(args: list[str], env: dict[str, str]) -> Any:
+        cluster.log.append(shlex.join(args) + " &")
+        return lambda: cluster.log.append("stopped " + shlex.join(args))
+
     monkeypatch.setattr(ks, "_prometheus_ready", lambda: True)
-    info = ks.setup(cluster, tmp_path, runner=runner)
-    kc = f"--kubeconfig={cluster.kubeconfig_path}"
+    monkeypatch.setattr(ks, "_grafana_ready", lambda: True)
+    with contextlib.ExitStack() as stack:
+        info = ks.setup(cluster, tmp_path, stack, runner=runner, spawner=spawner)
+        assert not [line for line in cluster.log if line.startswith("stopped")]
+    # The README's commands, verbatim, in order, with the e2e-only steps between them.
+    documented = ks.documented_steps(cluster.name)
+    assert [line for line in cluster.log if line in documented] == documented
+    assert set(envs) == {str(cluster.kubeconfig_path)}
     expected_in_order = [
         "docker build -t stunner:0.1.0 .",
-        "load stunner:0.1.0",
+        "kind load docker-image stunner:0.1.0 --name stunner-e2e",
         f"kubectl apply --server-side -f {ks.GATEWAY_API_URL}",
+        "helm repo add prometheus-community https://prometheus-community.github.io/helm-charts",
+        "helm dependency build charts/stunner-prometheus",
         "helm install stunner charts/stunner --create-namespace --namespace=stunner "
-        f"--set stunner.deployment.monitoring.enabled=true {kc}",
+        "--set stunner.deployment.monitoring.enabled=true",
         "kubectl -n stunner create secret tls stunner-tls",
         f"kubectl apply -f {tmp_path / 'gateway.json'}",
-        "kubectl " + " ".join(ks.PATCH_METRICS),
-        f"helm install prometheus charts/stunner-prometheus --wait --timeout=10m {kc}",
-        "kubectl -n monitoring patch service prometheus -p",
+        "kubectl " + shlex.join(ks.PATCH_METRICS),
+        "helm install prometheus charts/stunner-prometheus --wait --timeout 10m",
+        "kubectl -n monitoring port-forward svc/prometheus 9090:9090 &",
+        "kubectl -n monitoring port-forward svc/grafana 3000:80 &",
         "kubectl -n stunner wait --for=condition=Programmed gateway/stunner-gateway",
         "kubectl -n stunner wait --for=condition=Ready pod -l app=stunner",
+        "stopped kubectl -n monitoring port-forward svc/grafana 3000:80",
     ]
     positions = []
     for step in expected_in_order:
@@ -182,10 +198,6 @@ def test_setup_runs_the_specs_flow_in_order(
     assert "v1.2.1/experimental-install.yaml" in ks.GATEWAY_API_URL
     applied = json.loads((tmp_path / "gateway.json").read_text())["items"]
     assert applied[0]["kind"] == "GatewayClass"  # not there yet: created
-    svc_patch = next(x for x in cluster.log if x.startswith("kubectl -n monitoring patch"))
-    assert json.loads(svc_patch.split(" -p ", 1)[1]) == {
-        "spec": {"type": "NodePort", "ports": [{"port": 9090, "nodePort": 30090}]}
-    }
     assert info == {
         "turn_uris": ks.turn_uris(),
         "username": "user-1",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 import kopf
@@ -51,3 +53,23 @@ def test_bad_argument_is_one_line(capsys: pytest.CaptureFixture[str], kopf_run: 
     assert exc.value.code == 2
     assert capsys.readouterr().err == "stunner-operator: error: unrecognized arguments: --bogus\n"
     assert kopf_run == []
+
+
+@pytest.mark.parametrize("missing", ["kopf", "kubernetes_asyncio"])
+def test_without_the_operator_extra(missing: str) -> None:
+    """`pip install .` brings neither kopf nor kubernetes-asyncio: --help still works, and a
+    run says in one line what to install (a fresh process, with the module made unimportable)."""
+    code = (
+        f"import sys; sys.modules[{missing!r}] = None\n"
+        "from stunner.operator.main import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    helped = subprocess.run([sys.executable, "-c", code, "--help"], capture_output=True, text=True)
+    assert (helped.returncode, helped.stderr) == (0, "")
+    assert helped.stdout.startswith("usage: stunner-operator")
+    ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert ran.returncode == 1
+    assert ran.stderr == (
+        f"stunner-operator: error: {missing} is not installed; the operator needs the "
+        "[operator] extra: pip install 'stunner[operator]'\n"
+    )

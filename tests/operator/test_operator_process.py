@@ -169,7 +169,13 @@ async def test_operator_process_end_to_end(server: ApiServer, tmp_path: Path) ->
         await until(
             "the new endpoint", lambda: "- 10.244.9.9\n" in (configmap(server) or ""), proc, log
         )
-        assert conditions(gc())["Accepted"] == "True/Accepted"
+        # The status patch follows the ConfigMap write: poll for it rather than race it.
+        await until(
+            "Accepted again",
+            lambda: conditions(gc()).get("Accepted") == "True/Accepted",
+            proc,
+            log,
+        )
         assert gw is not None
     finally:
         proc.send_signal(signal.SIGTERM)

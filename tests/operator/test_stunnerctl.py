@@ -180,3 +180,35 @@ def test_needs_neither_kopf_nor_a_kubernetes_client(files: list[str]) -> None:
     )
     assert (done.returncode, done.stderr) == (0, "")
     assert done.stdout == dump_config(expected_config(metrics_endpoint=SPEC_METRICS))
+
+
+def test_help_describes_every_option_and_its_example_runs(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`stunnerctl render --help` explains each option, and the example it prints runs as
+    printed on the inputs in examples/k8s/."""
+    rc, out, _ = run(["render", "--help"], capsys)
+    assert rc == 0
+    for option in ("--gatewayconfig", "--gateway", "--udproute", "--service", "--endpoints"):
+        (line,) = [x for x in out.splitlines() if x.strip().startswith(f"{option} FILE")]
+        assert len(line.split(None, 2)) == 3, f"{option} has no help text: {line!r}"
+    example = out.split("example (the inputs are in the repository):\n", 1)[1].split("\n\n")[0]
+    args = example.replace("\\\n", " ").split()
+    assert args[:2] == ["stunnerctl", "render"]
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-m", "stunner.cli.stunnerctl", *args[1:]],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (done.returncode, done.stderr) == (0, "")
+    config = yaml.safe_load(done.stdout)
+    assert [lis["name"] for lis in config["listeners"]] == [
+        "stunner/stunner-gateway/udp-listener",
+        "stunner/stunner-gateway/tcp-listener",
+    ]
+    (cluster,) = config["clusters"]
+    assert cluster["endpoints"] == ["10.244.0.17", "10.244.1.9", "10.96.12.34"]
+    assert config["admin"]["metrics_endpoint"] == "http://0.0.0.0:8080/metrics"

@@ -722,7 +722,7 @@ def test_from_uri_defaults(uri: str, protocol: str, port: int) -> None:
 @pytest.mark.parametrize(
     ("uri", "message"),
     [
-        ("turns://u:p@h", "uri: DTLS needs a certificate, use a config file instead"),
+        ("turns://u:p@h", "uri: TLS needs a certificate, use a config file instead"),
         ("turn://u:p@h?transport=tls", "uri: TLS needs a certificate, use a config file instead"),
         ("udp://u:p@h:1", "uri: must be a turn:// or turns:// URI, got 'udp://u:p@h:1'"),
         ("turn:u:p@h:1", "uri: must be a turn:// or turns:// URI, got 'turn:u:p@h:1'"),
@@ -756,7 +756,8 @@ def test_from_uri_errors(uri: str, message: str) -> None:
         ("turn://u:p@h:1?transport=TCP", ("TCP", "h", 1)),
         ("turn://u:p@h?transport=tls", ("TLS", "h", 443)),
         ("turn://u:p@h?transport=dtls", ("DTLS", "h", 443)),
-        ("turns://u:p@h", ("DTLS", "h", 443)),
+        ("turns://u:p@h", ("TLS", "h", 443)),  # RFC 7065: turns defaults to TCP
+        ("turns://u:p@h?transport=udp", ("DTLS", "h", 443)),
         ("turns://u:p@h:5349?transport=tcp", ("TLS", "h", 5349)),
         ("turns://u:p@[fd00::1]:5349?transport=tls", ("TLS", "fd00::1", 5349)),
     ],
