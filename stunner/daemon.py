@@ -81,8 +81,6 @@ class Stunner:
         self.registry = build_registry(stats_source or self.iter_stats)
         self.metrics_server: HttpServer | None = None
         self.health_server: HttpServer | None = None
-        self._metrics_url = ""
-        self._health_url: str | None = ""
         self._drained = asyncio.Event()
 
     def iter_stats(self) -> Iterator[tuple[str, ListenerStats]]:
@@ -105,7 +103,7 @@ class Stunner:
             await self._reconcile_data_plane(change, new)
         self.config = new
         if self.admin:
-            await self._reconcile_admin(new)
+            await self._reconcile_admin(change, new)
         self.health.ready = True
 
     async def _reconcile_data_plane(self, change: ConfigDiff, new: StunnerConfig) -> None:
@@ -193,9 +191,11 @@ class Stunner:
             return
         self.listeners[cfg.name] = lis
 
-    async def _reconcile_admin(self, new: StunnerConfig) -> None:
+    async def _reconcile_admin(self, change: ConfigDiff, new: StunnerConfig) -> None:
+        """Restart an admin server whose endpoint changed; retry the health server if it is
+        not up (its port was taken), since probes depend on it."""
         admin = new.admin
-        if admin.metrics_endpoint != self._metrics_url:
+        if change.metrics_endpoint_changed:
             if self.metrics_server is not None:
                 await self.metrics_server.stop()
                 self.metrics_server = None
@@ -206,8 +206,7 @@ class Stunner:
                 server = HttpServer("metrics", endpoint, self._metrics)
                 if await server.start():
                     self.metrics_server = server
-            self._metrics_url = admin.metrics_endpoint
-        if admin.healthcheck_endpoint != self._health_url or self.health_server is None:
+        if change.healthcheck_endpoint_changed or self.health_server is None:
             if self.health_server is not None:
                 await self.health_server.stop()
                 self.health_server = None
@@ -220,11 +219,10 @@ class Stunner:
                 server = HttpServer("health", endpoint, self.health.handle)
                 if await server.start():
                     self.health_server = server
-            self._health_url = admin.healthcheck_endpoint
 
     async def serve_default_health(self) -> None:
         """Health checks before any config exists; the first config may move them."""
-        await self._reconcile_admin(StunnerConfig())
+        await self._reconcile_admin(ConfigDiff(), StunnerConfig())
 
     def _metrics(self, path: str) -> Response:
         return 200, "text/plain; version=0.0.4; charset=utf-8", exposition(self.registry)

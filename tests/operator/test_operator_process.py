@@ -21,11 +21,10 @@ import pytest
 
 from stunner import constants as c
 from stunner.operator.reconcile import CONFIG_DIGEST_ANNOTATION
-from stunner.operator.render import dump_config
 
 from . import objects as o
 from .apiserver import ApiServer
-from .test_render import PATCHED_METRICS, expected_config
+from .test_render import PATCHED_METRICS, expected_text
 
 pytestmark = pytest.mark.timeout(60)
 DEADLINE = 20.0
@@ -112,7 +111,7 @@ async def test_operator_process_end_to_end(server: ApiServer, tmp_path: Path) ->
     try:
         # 1. helm install: the GatewayConfig, a Gateway and a route exist -> the ConfigMap.
         text = await until("the ConfigMap", lambda: configmap(server), proc, log)
-        assert text == dump_config(expected_config())
+        assert text == expected_text()
         gc = lambda: server.get("GatewayConfig", "stunner", c.GATEWAYCONFIG_NAME)  # noqa: E731
         await until(
             "GatewayConfig Programmed",
@@ -140,7 +139,7 @@ async def test_operator_process_end_to_end(server: ApiServer, tmp_path: Path) ->
 
         # 2. kubectl patch ... metricsEndpoint (merge) -> admin.metrics_endpoint, pods nudged.
         await server.put(o.gatewayconfig(metricsEndpoint=PATCHED_METRICS))
-        want = dump_config(expected_config(metrics_endpoint=PATCHED_METRICS))
+        want = expected_text(metrics_endpoint=PATCHED_METRICS)
         await until("the patched config", lambda: configmap(server) == want, proc, log)
         pod = lambda: server.get("Pod", "stunner", "stunner-0")  # noqa: E731
         await until(
