@@ -25,20 +25,19 @@ import yaml
 from aioice.stun import TransactionFailed
 
 from stunner.daemon import ConfigWatcher
+from testkit.echo import EchoPeer
+from testkit.ports import free_port
+from testkit.wait import settle, wait_for
 from tests.integration.conftest import Gateway
 from tests.integration.test_cli import Daemon, http_status
 from tests.support import (
-    EchoPeer,
     ErrorLog,
     TurnClient,
     client_ssl_context,
-    free_port,
     samples,
     scrape_async,
     self_signed_cert,
-    settle,
     value,
-    wait_for,
 )
 
 STREAMS = ("TCP", "TLS")

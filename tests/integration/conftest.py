@@ -12,7 +12,9 @@ import pytest
 
 from stunner.config import StunnerConfig, from_dict
 from stunner.daemon import Stunner
-from tests.support import EchoPeer, client_ssl_context, free_port, self_signed_cert
+from testkit.echo import EchoPeer
+from testkit.ports import free_port
+from tests.support import client_ssl_context, self_signed_cert
 
 PROTOCOLS = ("UDP", "TCP", "TLS")
 

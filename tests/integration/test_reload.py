@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 
 from stunner.daemon import ConfigWatcher
+from testkit.ports import free_port
+from testkit.wait import wait_for
 from tests.integration.conftest import Gateway
-from tests.support import TurnClient, free_port, samples, scrape_async, value, wait_for
+from tests.support import TurnClient, samples, scrape_async, value
 
 
 async def settle(watcher: ConfigWatcher, polls: int = 3) -> bool:
