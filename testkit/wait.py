@@ -14,12 +14,18 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-class DeadlineExceeded(TimeoutError):
-    """A polled condition did not hold in time; carries the last value seen."""
+class DeadlineExceeded(TimeoutError, AssertionError):
+    """A polled condition did not hold in time; carries the last value seen. A TimeoutError,
+    and an AssertionError so that a test reports it as a failed expectation."""
 
     def __init__(self, what: str, last: object) -> None:
         super().__init__(f"{what}: gave up waiting, last value {last!r}")
         self.last = last
+
+
+class GiveUp(Exception):
+    """Raised by a fetch to end the wait at once, even when `retry_on` would catch it: e.g. the
+    process we wait for has exited."""
 
 
 def _truthy(value: object) -> bool:
@@ -47,6 +53,8 @@ class _Poller:
         says waiting longer cannot help."""
         try:
             value = fetch()
+        except GiveUp:
+            raise
         except self.retry_on as exc:  # e.g. a server that is not up yet
             self.last = exc
         else:
@@ -70,8 +78,9 @@ def poll(
 ) -> T:
     """Call `fetch` until `until(value)` holds and return that value.
 
-    Exceptions in `retry_on` count as "not yet"; any other propagates at once. `stop` ends the
-    wait early (e.g. the process we wait for has exited): waiting longer cannot help.
+    Exceptions in `retry_on` count as "not yet"; any other, and `GiveUp` always, propagates at
+    once. `stop` ends the wait early (e.g. the process we wait for has exited): waiting longer
+    cannot help.
     """
     poller = _Poller(what, timeout, retry_on, stop)
     while not (done := poller.attempt(fetch, until)):

@@ -11,7 +11,9 @@ One module per job:
 - ``loglevel``: ``scope:LEVEL`` specs;
 - ``http``: the metrics and health check ``http://`` endpoints;
 - ``sections``: decoded YAML/JSON to a validated config (`from_dict`), and `warnings`;
-- ``parse``: config text and files to a config (`loads`, `load`), ``$VAR`` expansion;
+- ``parse``: config text and files to a config (`loads`, `load`), ``$VAR`` expansion, and
+  the bounds on hostile files (size, YAML aliases, nesting);
+- ``certs``: whether a TLS listener's cert and key load, and the server context made of them;
 - ``turnuri``: ``turn://`` URIs and the config ``stunnerd turn://...`` runs;
 - ``serialise``: a config back to the upstream document (`to_dict`, `dumps`);
 - ``diff``: what changed between two configs, for live reconciliation.
@@ -32,13 +34,14 @@ from .model import (
     ListenerProtocol,
     StunnerConfig,
 )
-from .parse import expand_env, load, loads
+from .parse import MAX_CONFIG_BYTES, expand_env, load, loads, read_text
 from .sections import from_dict, warnings
 from .serialise import dumps, to_dict
 from .turnuri import TurnUri, from_uri, parse_turn_uri
 
 __all__ = [
     "DISABLE",
+    "MAX_CONFIG_BYTES",
     "TRACE",
     "AdminConfig",
     "AuthConfig",
@@ -63,6 +66,7 @@ __all__ = [
     "parse_http_endpoint",
     "parse_loglevel",
     "parse_turn_uri",
+    "read_text",
     "to_dict",
     "warnings",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
+from .fields import excerpt
 from .model import ConfigError
 
 TRACE = logging.DEBUG - 5
@@ -27,9 +28,9 @@ def parse_loglevel(spec: str, *, field: str = "admin.loglevel") -> dict[str, int
     for entry in spec.split(","):
         scope, sep, level = (part.strip() for part in entry.partition(":"))
         if not sep or not scope or not level:
-            raise ConfigError(f"{field}: expected scope:LEVEL, got {entry.strip()!r}")
+            raise ConfigError(f"{field}: expected scope:LEVEL, got {excerpt(entry.strip())}")
         if level.upper() not in _LEVELS:
             known = ", ".join(_LEVELS)
-            raise ConfigError(f"{field}: unknown level {level!r}, expected one of {known}")
+            raise ConfigError(f"{field}: unknown level {excerpt(level)}, expected one of {known}")
         levels["all" if scope.lower() == "all" else scope] = _LEVELS[level.upper()]
     return levels

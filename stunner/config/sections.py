@@ -17,6 +17,7 @@ from stunner import constants as c
 from .fields import (
     check_unique,
     choice,
+    excerpt,
     get_int,
     get_port,
     get_str,
@@ -115,7 +116,9 @@ def _limits(data: object) -> LimitsConfig:
     }
     guard = sec.get("udp_amplification_guard", defaults.udp_amplification_guard)
     if not isinstance(guard, bool):
-        raise ConfigError(f"{path}.udp_amplification_guard: must be true or false, got {guard!r}")
+        raise ConfigError(
+            f"{path}.udp_amplification_guard: must be true or false, got {excerpt(guard)}"
+        )
     return LimitsConfig(**ints, udp_amplification_guard=guard)
 
 
@@ -200,7 +203,9 @@ def _listener(data: object, path: str) -> ListenerConfig:
     public_address = get_str(sec, path, "public_address")
     for key, host in (("address", address), ("public_address", public_address)):
         if host and not is_host(host):
-            raise ConfigError(f"{path}.{key}: must be an IP address or host name, got {host!r}")
+            raise ConfigError(
+                f"{path}.{key}: must be an IP address or host name, got {excerpt(host)}"
+            )
     min_port = get_port(sec, path, "min_relay_port", c.DEFAULT_MIN_RELAY_PORT)
     max_port = get_port(sec, path, "max_relay_port", c.DEFAULT_MAX_RELAY_PORT)
     if min_port > max_port:
@@ -247,7 +252,7 @@ def _cluster(data: object, path: str) -> ClusterConfig:
     )
     for i, endpoint in enumerate(endpoints):
         if not check(endpoint):
-            raise ConfigError(f"{path}.endpoints[{i}]: must be {what}, got {endpoint!r}")
+            raise ConfigError(f"{path}.endpoints[{i}]: must be {what}, got {excerpt(endpoint)}")
     return ClusterConfig(
         name=name,
         type=ctype,
@@ -272,7 +277,7 @@ def from_dict(data: Mapping[str, Any]) -> StunnerConfig:
     if version is None:
         raise ConfigError(f"version: missing, expected {c.API_VERSION}")
     if version != c.API_VERSION:
-        raise ConfigError(f"version: unsupported {version!r}, expected {c.API_VERSION}")
+        raise ConfigError(f"version: unsupported {excerpt(version)}, expected {c.API_VERSION}")
     admin = _admin(top.get("admin"))
     auth = _auth(top.get("auth"))
     listeners = _items(top, "listeners", _listener)
@@ -289,7 +294,7 @@ def warnings(config: StunnerConfig) -> list[str]:
     for i, lis in enumerate(config.listeners):
         for route in lis.routes:
             if route not in names:
-                out.append(f"listeners[{i}].routes: no cluster named {route!r} (yet)")
+                out.append(f"listeners[{i}].routes: no cluster named {excerpt(route)} (yet)")
     seen: dict[tuple[str, str, int], int] = {}
     for i, lis in enumerate(config.listeners):
         family = "udp" if lis.protocol in ("UDP", "DTLS") else "tcp"

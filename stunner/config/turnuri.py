@@ -9,7 +9,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from stunner import constants as c
 
-from .fields import is_host
+from .fields import excerpt, is_host
 from .model import (
     AdminConfig,
     AuthConfig,
@@ -59,19 +59,21 @@ def parse_turn_uri(uri: str, *, field: str = "uri") -> TurnUri:
         port = parts.port
         query = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
     except ValueError:
-        raise ConfigError(f"{field}: invalid TURN URI {uri!r}") from None
+        raise ConfigError(f"{field}: invalid TURN URI {excerpt(uri)}") from None
     scheme = parts.scheme.lower()
     if scheme not in ("turn", "turns") or not uri[len(scheme) :].startswith("://"):
-        raise ConfigError(f"{field}: must be a turn:// or turns:// URI, got {uri!r}")
+        raise ConfigError(f"{field}: must be a turn:// or turns:// URI, got {excerpt(uri)}")
     options = dict(query)
     transport = options.pop("transport", "udp").lower()
     protocol = _URI_PROTOCOLS.get((scheme, transport))
     if options or protocol is None:
-        raise ConfigError(f"{field}: only ?transport=udp|tcp|tls|dtls is supported, got {uri!r}")
+        raise ConfigError(
+            f"{field}: only ?transport=udp|tcp|tls|dtls is supported, got {excerpt(uri)}"
+        )
     if not parts.hostname or not is_host(parts.hostname):
-        raise ConfigError(f"{field}: missing or invalid host in {uri!r}")
+        raise ConfigError(f"{field}: missing or invalid host in {excerpt(uri)}")
     if port == 0:
-        raise ConfigError(f"{field}: port must be 1-65535, got {uri!r}")
+        raise ConfigError(f"{field}: port must be 1-65535, got {excerpt(uri)}")
     if not parts.username or not parts.password:
         raise ConfigError(
             f"{field}: user and password must be set ({scheme}://user:pass@host:port)"

@@ -24,7 +24,7 @@ import pytest
 import yaml
 from aioice.stun import TransactionFailed
 
-from stunner.daemon import ConfigWatcher
+from stunner.watcher import ConfigWatcher
 from testkit.echo import EchoPeer
 from testkit.ports import free_port
 from testkit.wait import settle, wait_for
@@ -201,7 +201,7 @@ async def test_half_written_but_valid_prefix_is_not_applied(
     path = tmp_path / "stunnerd.conf"
     text = yaml.safe_dump(gateway.config, sort_keys=False)
     path.write_text(text)
-    watcher = ConfigWatcher(str(path), gateway.stunner)
+    watcher = gateway.watch(path)
     assert await applied(watcher)
     client = await TurnClient.connect(("127.0.0.1", gateway.ports["UDP"]), "UDP")
     try:

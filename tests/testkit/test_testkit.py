@@ -9,7 +9,7 @@ import pytest
 
 from testkit.echo import Asymmetric, EchoCounts, EchoPeer, EchoProcess, EchoThread
 from testkit.ports import free_port, free_udp_block, port_is_free
-from testkit.wait import DeadlineExceeded, poll, poll_async, wait_for
+from testkit.wait import DeadlineExceeded, GiveUp, poll, poll_async, wait_for
 
 HOST = "127.0.0.1"
 
@@ -105,7 +105,7 @@ def test_poll_returns_the_value_and_reports_the_last_one() -> None:
     with pytest.raises(DeadlineExceeded, match=r"counter: gave up waiting, last value 7") as err:
         poll(lambda: 7, lambda v: v > 7, timeout=0.05, what="counter", interval=0.01)
     assert err.value.last == 7
-    assert isinstance(err.value, TimeoutError)
+    assert isinstance(err.value, TimeoutError) and isinstance(err.value, AssertionError)
 
 
 def test_poll_retries_only_the_named_errors_and_stops_early() -> None:
@@ -113,6 +113,12 @@ def test_poll_retries_only_the_named_errors_and_stops_early() -> None:
         poll(lambda: 1 // 0, timeout=5)
     with pytest.raises(DeadlineExceeded, match="ZeroDivisionError"):
         poll(lambda: 1 // 0, timeout=0.05, interval=0.01, retry_on=(ArithmeticError,))
+
+    def exited() -> bool:
+        raise GiveUp("the server exited")
+
+    with pytest.raises(GiveUp):
+        poll(exited, timeout=30, retry_on=(Exception,))
     tries: list[int] = []
     with pytest.raises(DeadlineExceeded):
         poll(lambda: tries.append(1), timeout=30, stop=lambda: len(tries) == 2)
