@@ -25,7 +25,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -228,28 +228,37 @@ class StallLab:
             self.proc.wait(timeout=10)
 
 
+@contextlib.asynccontextmanager
+async def running(
+    tmp: Path, cert: bytes, key: bytes, root: Path | None = None
+) -> AsyncIterator[tuple[StallLab, EchoPeer, Pinger]]:
+    """A StallLab's stunnerd serving, an echo peer, and a pinger already getting echoes."""
+    lab = StallLab(tmp, cert, key, root)
+    echo = await EchoPeer.start(HOST)
+    pinger = Pinger()
+    try:
+        lab.start()
+        await poll_async(lambda: b"serving TLS" in lab.log.read_bytes(), timeout=20)
+        await pinger.start((HOST, lab.udp_port), echo.address)
+        yield lab, echo, pinger
+    finally:
+        await pinger.stop()
+        echo.close()
+        lab.stop()
+
+
 async def measure_one(root: Path | None, name: str, timeout: float) -> str:
     """One bad file against a fresh stunnerd from `root` (None: this tree): a line of figures."""
     from e2e.certs import self_signed
 
     made = self_signed(HOST)
     with tempfile.TemporaryDirectory() as tmp:
-        lab = StallLab(Path(tmp), made.cert_pem, made.key_pem, root)
-        echo = await EchoPeer.start(HOST)
-        pinger = Pinger()
-        try:
-            lab.start()
-            await poll_async(lambda: b"serving TLS" in lab.log.read_bytes(), timeout=20)
-            await pinger.start((HOST, lab.udp_port), echo.address)
+        async with running(Path(tmp), made.cert_pem, made.key_pem, root) as (lab, _, pinger):
             text = (await asyncio.to_thread(bad_files(lab.good)[name])).encode()
             gap, verdict = await lab.write_and_wait(text, pinger, timeout)
-            late = "" if verdict else f", no verdict within {timeout:.0f} s"
-            own = lab.sender_gap * 1000
-            return f"{name}: max gap {gap * 1000:.0f} ms (pinger's own {own:.0f} ms{late})"
-        finally:
-            await pinger.stop()
-            echo.close()
-            lab.stop()
+    late = "" if verdict else f", no verdict within {timeout:.0f} s"
+    own = lab.sender_gap * 1000
+    return f"{name}: max gap {gap * 1000:.0f} ms (pinger's own {own:.0f} ms{late})"
 
 
 def main() -> int:

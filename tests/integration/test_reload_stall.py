@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from testkit.echo import EchoPeer
 from testkit.wait import poll_async
-from tests.integration.reload_stall import HOST, Pinger, StallLab, bad_files
+from tests.integration.reload_stall import HOST, bad_files, running
 from tests.support import TurnClient, client_ssl_context, samples, scrape_async, self_signed_cert
 
 GAP_BOUND = 0.5  # seconds without an echo; the goal is 0.1, the bound leaves room for noise
@@ -30,14 +29,8 @@ def gauges(text: str) -> tuple[float, float]:
 
 async def test_bad_files_never_stall_relaying(tmp_path: Path) -> None:
     cert, key = self_signed_cert(tmp_path)
-    lab = StallLab(tmp_path, cert, key)
-    metrics = f"http://{HOST}:{lab.metrics_port}/metrics"
-    echo = await EchoPeer.start(HOST)
-    pinger = Pinger()
-    try:
-        lab.start()
-        await poll_async(lambda: b"serving TLS" in lab.log.read_bytes(), timeout=20)
-        await pinger.start((HOST, lab.udp_port), echo.address)
+    async with running(tmp_path, cert, key) as (lab, echo, pinger):
+        metrics = f"http://{HOST}:{lab.metrics_port}/metrics"
         ok, loaded_at = gauges(await scrape_async(metrics))
         assert (ok, loaded_at > 0) == (1, True)
         gaps: dict[str, float] = {}
@@ -59,7 +52,3 @@ async def test_bad_files_never_stall_relaying(tmp_path: Path) -> None:
         log = lab.log.read_text()
         assert log.count("config rejected, the last good config keeps running") == 4
         assert max(map(len, log.splitlines())) < 400  # no value quoted whole
-    finally:
-        await pinger.stop()
-        echo.close()
-        lab.stop()
