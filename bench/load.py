@@ -25,8 +25,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from testkit.echo import EchoProcess
+
 from . import child, procstat
-from .echo import EchoPeer
 
 UCLIENT = "turnutils_uclient"
 SAMPLE_PERIOD = 0.1
@@ -134,7 +135,7 @@ class LoadResult:
         return out
 
 
-def sample(server: Measured, echo: EchoPeer) -> Sample:
+def sample(server: Measured, echo: EchoProcess) -> Sample:
     user, system = server.cpu_times()
     return Sample(time.monotonic(), user, system, echo.counts().packets)
 
@@ -215,7 +216,7 @@ class _Output:
 def run_load(
     server: Measured,
     creds: tuple[str, str],
-    echo: EchoPeer,
+    echo: EchoProcess,
     spec: LoadSpec,
     *,
     local_host: str | None = None,

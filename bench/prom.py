@@ -11,8 +11,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from testkit.ports import free_port
+
 from . import child
-from .servers import free_port, http_status
+from .servers import http_status
 
 JOB = "stunnerd"
 READY_TIMEOUT = 60.0

@@ -34,10 +34,10 @@ from pathlib import Path
 from typing import Any
 
 import stunner
+from testkit.echo import EchoProcess
 
 from . import procstat, report
 from .driver import AllocationDriver, raise_nofile
-from .echo import EchoPeer
 from .load import LoadResult, LoadSpec, run_load
 from .profile import RATE, Perf, PySpy, pyspy_version, summarize
 from .prom import Prometheus, prometheus_binary, prometheus_version
@@ -161,7 +161,7 @@ class Bench:
         return f"127.0.2.{1 + self._client_hosts % 250}"
 
     def load(
-        self, server: ServerProcess, echo: EchoPeer, spec: LoadSpec, **hooks: Any
+        self, server: ServerProcess, echo: EchoProcess, spec: LoadSpec, **hooks: Any
     ) -> LoadResult:
         result = run_load(
             server, (self.creds.user, self.creds.password), echo, spec,
@@ -238,7 +238,7 @@ class Bench:
 
     # sections
 
-    def throughput(self, echo: EchoPeer) -> None:
+    def throughput(self, echo: EchoProcess) -> None:
         say("== throughput: relayed datagrams per server CPU-second")
         runs: list[dict[str, Any]] = []
         for spec in self.plan.loads:
@@ -260,7 +260,7 @@ class Bench:
                         runs.append({**result.to_json(), "repeat": repeat})
         self.data["throughput"] = {"repeats": self.plan.repeats, "runs": runs}
 
-    def memory(self, echo: EchoPeer) -> None:
+    def memory(self, echo: EchoProcess) -> None:
         say("== allocations, memory and scrape time")
         levels = self._memory_levels()
         self.data["memory"] = {}
@@ -283,7 +283,7 @@ class Bench:
         return levels
 
     def _memory_of(
-        self, server: ServerProcess, echo: EchoPeer, levels: tuple[int, ...], metrics: str | None
+        self, server: ServerProcess, echo: EchoProcess, levels: tuple[int, ...], metrics: str | None
     ) -> None:
         driver = AllocationDriver(
             (server.host, server.port), self.creds.user, self.creds.password, echo.address
@@ -332,7 +332,7 @@ class Bench:
             driver.close()
         self.data["memory"][server.name] = rows
 
-    def monitoring(self, echo: EchoPeer) -> None:
+    def monitoring(self, echo: EchoProcess) -> None:
         say("== cost of monitoring: metrics off vs on, Prometheus scraping every 1 s")
         mon: dict[str, Any] = {"load": describe(self.plan.monitoring_load), "runs": []}
         self.data["monitoring"] = mon
@@ -361,7 +361,7 @@ class Bench:
         mon["scrape_core_pct"] = round(mon["scrape_cpu_ms"] / 10, 3)  # 1 scrape/s of 1000 ms
         mon.update(monitoring_cost(mon["runs"], mon["scrape_cpu_ms"] / 1000))
 
-    def workers(self, echo: EchoPeer) -> None:
+    def workers(self, echo: EchoProcess) -> None:
         say("== scaling with worker processes")
         wk: dict[str, Any] = {"load": describe(self.plan.workers_load), "runs": []}
         self.data["workers"] = wk
@@ -386,7 +386,7 @@ class Bench:
                 runs = [self.load(stunnerd, echo, spec).to_json() for _ in range(self.plan.repeats)]
             wk["runs"].append({"workers": count, "runs": runs, "aggregate": report.aggregate(runs)})
 
-    def profile(self, echo: EchoPeer) -> dict[str, Any]:
+    def profile(self, echo: EchoProcess) -> dict[str, Any]:
         say("== profile: py-spy (and perf) on stunnerd, 100 B, 1 allocation")
         spec = self.plan.profile_load
         outputs = {
@@ -414,7 +414,9 @@ class Bench:
                 profile["perf"]["coturn"] = self.perf_profile(coturn, echo, spec)
         return profile
 
-    def perf_profile(self, server: ServerProcess, echo: EchoPeer, spec: LoadSpec) -> dict[str, Any]:
+    def perf_profile(
+        self, server: ServerProcess, echo: EchoProcess, spec: LoadSpec
+    ) -> dict[str, Any]:
         """CPU by binary and by symbol (kernel included) from ``perf``, if it is installed."""
         if shutil.which("perf") is None:
             self.note("perf is not installed (apt-get install linux-perf): no kernel profile")
@@ -570,15 +572,15 @@ def run(args: argparse.Namespace) -> int:
             machine=machine(),
         )
         standing_notes(bench)
-        steps: list[tuple[str, Callable[[EchoPeer], Any]]] = [
+        steps: list[tuple[str, Callable[[EchoProcess], Any]]] = [
             ("throughput", bench.throughput),
             ("memory", bench.memory),
             ("monitoring", bench.monitoring),
             ("workers", bench.workers),
         ]
         profile: dict[str, Any] | None = None
-        with EchoPeer(PEER_HOST) as echo:
-            bench.command("echo peer", [sys.executable, "-m", "bench.echo", PEER_HOST])
+        with EchoProcess(PEER_HOST) as echo:
+            bench.command("echo peer", [sys.executable, "-m", "testkit.echo", PEER_HOST])
             for name, step in steps:
                 if name in sections:
                     t0 = time.monotonic()

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from stunner.stun import Class, Message, Method, parse_message
+from testkit.ports import free_port
 
 from . import child, procstat
 
@@ -37,21 +38,6 @@ class Credentials:
     user: str = "bench"
     password: str = "bench-pass"
     realm: str = "bench.stunner"
-
-
-def free_port(host: str) -> int:
-    """A port free for UDP and TCP on ``host``."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind((host, 0))
-            port = int(tcp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind((host, port))
-                except OSError:
-                    continue
-            return port
-    raise RuntimeError(f"no free port on {host}")
 
 
 def binding_answered(host: str, port: int, timeout: float = 0.2) -> bool:

@@ -36,9 +36,11 @@ from aioice.stun import Method
 from e2e import gateway as gw
 from e2e.certs import self_signed
 from e2e.clients import Allocation, EchoError, Endpoint, Tally, close_all, open_many, payload
-from e2e.echo import EchoBackend
-from e2e.netutil import free_port, leased_addresses, poll
+from e2e.netutil import leased_addresses
 from e2e.truth import counters
+from testkit.echo import EchoThread
+from testkit.ports import free_port
+from testkit.wait import poll
 from tests.support import samples
 
 CLUSTER = "soak/backend"
@@ -211,9 +213,7 @@ class Soak:
                     await self.keep_alive(alloc, cycle)
                 busy = await asyncio.to_thread(self.sample, False)
                 await done
-                await asyncio.to_thread(
-                    poll, lambda: self.gauges_at(1), bool, timeout=SETTLE, what="quiet gauges"
-                )
+                await asyncio.to_thread(self.wait_gauges, 1, "quiet gauges")
                 quiet = await asyncio.to_thread(self.sample, True)
                 self.report.cycles += 1
                 if quiet.t >= next_line:
@@ -228,7 +228,7 @@ class Soak:
     # -- the whole run ---------------------------------------------------------------------
 
     async def main(self) -> Report:
-        with leased_addresses(2) as (address, backend_address), EchoBackend(backend_address) as be:
+        with leased_addresses(2) as (address, backend_address), EchoThread(backend_address) as be:
             self.backend = be
             cert = self_signed(address)
             ports = {p: free_port(address) for p in NAMES}
@@ -288,11 +288,21 @@ class Soak:
                 self.gateway.stop()
         return self.report
 
+    def wait_gauges(self, value: int, what: str) -> None:
+        """Until the gauges read `value`; a scrape that fails (not up yet) is retried."""
+        poll(
+            lambda: self.gauges_at(value),
+            timeout=SETTLE,
+            what=what,
+            interval=0.2,
+            retry_on=(Exception,),
+        )
+
     def judge_end(self) -> None:
         try:
-            poll(lambda: self.gauges_at(0), bool, timeout=SETTLE, what="gauges at 0")
+            self.wait_gauges(0, "gauges at 0")
             ok, detail = True, "allocations, listener and cluster connections all 0"
-        except AssertionError as exc:
+        except TimeoutError as exc:
             ok, detail = False, str(exc)
         self.report.verdicts.append(Verdict("gauges return to 0", ok, detail))
         self.sample(True)

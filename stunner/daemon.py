@@ -3,16 +3,17 @@
 ``Stunner.apply`` diffs the new config against the running one and touches only what changed:
 a metrics endpoint change restarts only the metrics server, a route change keeps the sockets,
 and a listener keeps its counters across a restart because stats are keyed by listener name.
+
+A listener that cannot start (its port is taken) keeps the process running but not ready:
+``/ready`` answers 503 naming it, ``stunner_listener_ready`` is 0, and a bind failure is
+retried every LISTENER_RETRY_INTERVAL seconds until the port is free.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
-import os
-import time
 from collections.abc import Iterator
 
 from . import constants
@@ -22,12 +23,10 @@ from .config import (
     AuthConfig,
     ClusterConfig,
     ConfigDiff,
-    ConfigError,
     LimitsConfig,
     ListenerConfig,
     StunnerConfig,
     diff,
-    loads,
     parse_http_endpoint,
     warnings,
 )
@@ -35,6 +34,7 @@ from .health import Health
 from .httpd import HttpServer, Response
 from .listener import Listener, needs_restart
 from .logs import setup_logging
+from .readiness import ReadinessCollector, ReloadStatus
 from .stats import ListenerStats
 from .telemetry import StatsSource, build_registry, exposition
 from .turn.limits import Quotas
@@ -42,6 +42,7 @@ from .turn.limits import Quotas
 logger = logging.getLogger("stunner.daemon")
 
 DNS_FIRST_RESOLVE_TIMEOUT = 2.0
+LISTENER_RETRY_INTERVAL = 5.0  # seconds between attempts to bind a listener whose port was taken
 
 
 def make_authenticator(auth: AuthConfig) -> Authenticator:
@@ -78,11 +79,18 @@ class Stunner:
         self._limits = LimitsConfig()
         self.own_addresses: set[str] = set()  # the relay's addresses: peers need explicit naming
         self.health = Health()
+        self.health.problems = self.not_serving
+        self.reload = ReloadStatus()
+        # Listeners configured but not serving: why, and those whose bind is retried.
+        self.listener_errors: dict[str, str] = {}
+        self._retry: dict[str, ListenerConfig] = {}
+        self._retry_task: asyncio.Task[None] | None = None
+        self._reconcile_lock = asyncio.Lock()  # apply and the bind retries take turns
         self.registry = build_registry(stats_source or self.iter_stats)
+        states = self.listener_states if data_plane else None  # a supervisor runs no listeners
+        self.registry.register(ReadinessCollector(self.reload, states))
         self.metrics_server: HttpServer | None = None
         self.health_server: HttpServer | None = None
-        self._metrics_url = ""
-        self._health_url: str | None = ""
         self._drained = asyncio.Event()
 
     def iter_stats(self) -> Iterator[tuple[str, ListenerStats]]:
@@ -91,10 +99,24 @@ class Stunner:
     def allocation_count(self) -> int:
         return sum(len(lis.server.allocations) for lis in self.listeners.values())
 
+    def listener_states(self) -> Iterator[tuple[str, str | None]]:
+        """Each configured listener's name, and None while it serves, else why it does not."""
+        for cfg in self.config.listeners if self.config else ():
+            yield cfg.name, self.listener_errors.get(cfg.name)
+
+    def not_serving(self) -> list[str]:
+        """Why ``/ready`` says 503 although a config runs: one line per listener not serving."""
+        return [f"listener {name}: {why}" for name, why in self.listener_states() if why]
+
     # reconcile
 
     async def apply(self, new: StunnerConfig) -> None:
         """Make the running state match ``new``, changing only what differs."""
+        async with self._reconcile_lock:
+            await self._apply(new)
+        self.reload.succeeded()
+
+    async def _apply(self, new: StunnerConfig) -> None:
         old = self.config or StunnerConfig()
         change = diff(old, new)
         if self.follow_loglevel and (change.loglevel_changed or self.config is None):
@@ -105,7 +127,7 @@ class Stunner:
             await self._reconcile_data_plane(change, new)
         self.config = new
         if self.admin:
-            await self._reconcile_admin(new)
+            await self._reconcile_admin(change, new)
         self.health.ready = True
 
     async def _reconcile_data_plane(self, change: ConfigDiff, new: StunnerConfig) -> None:
@@ -137,6 +159,8 @@ class Stunner:
             if stopped is not None:
                 await stopped.stop()
             del self.stats[removed.name]
+            self.listener_errors.pop(removed.name, None)
+            self._retry.pop(removed.name, None)
             logger.info("listener %s removed", removed.name)
         for old_l, new_l in change.listeners_changed:
             running = self.listeners.get(old_l.name)
@@ -189,13 +213,47 @@ class Stunner:
         try:
             await lis.start()
         except (OSError, ValueError) as exc:
-            logger.error("listener %s cannot start: %s; the others keep running", cfg.name, exc)
+            self._not_started(cfg, exc)
             return
         self.listeners[cfg.name] = lis
+        self._retry.pop(cfg.name, None)
+        if self.listener_errors.pop(cfg.name, None) is not None:
+            logger.info("listener %s serving now", cfg.name)
 
-    async def _reconcile_admin(self, new: StunnerConfig) -> None:
+    def _not_started(self, cfg: ListenerConfig, exc: Exception) -> None:
+        """Record why a listener does not serve (logged once per reason); retry a bind error."""
+        why = f"cannot serve {cfg.protocol} on {cfg.address}:{cfg.port}: {exc}"
+        if self.listener_errors.get(cfg.name) != why:
+            logger.error("listener %s %s; the others keep running", cfg.name, why)
+        self.listener_errors[cfg.name] = why
+        if isinstance(exc, OSError) and exc.errno is not None:  # the kernel said no: try again
+            self._retry[cfg.name] = cfg
+            if self._retry_task is None:
+                self._retry_task = asyncio.create_task(self._retry_listeners())
+        else:
+            self._retry.pop(cfg.name, None)
+
+    async def _retry_listeners(self) -> None:
+        try:
+            while self._retry:
+                await asyncio.sleep(LISTENER_RETRY_INTERVAL)
+                async with self._reconcile_lock:
+                    for name, cfg in list(self._retry.items()):
+                        if name not in self.listeners:
+                            await self._start_listener(cfg)
+        finally:
+            self._retry_task = None
+
+    def _stop_retrying(self) -> None:
+        self._retry.clear()
+        if self._retry_task is not None:
+            self._retry_task.cancel()
+
+    async def _reconcile_admin(self, change: ConfigDiff, new: StunnerConfig) -> None:
+        """Restart an admin server whose endpoint changed; retry the health server if it is
+        not up (its port was taken), since probes depend on it."""
         admin = new.admin
-        if admin.metrics_endpoint != self._metrics_url:
+        if change.metrics_endpoint_changed:
             if self.metrics_server is not None:
                 await self.metrics_server.stop()
                 self.metrics_server = None
@@ -206,8 +264,7 @@ class Stunner:
                 server = HttpServer("metrics", endpoint, self._metrics)
                 if await server.start():
                     self.metrics_server = server
-            self._metrics_url = admin.metrics_endpoint
-        if admin.healthcheck_endpoint != self._health_url or self.health_server is None:
+        if change.healthcheck_endpoint_changed or self.health_server is None:
             if self.health_server is not None:
                 await self.health_server.stop()
                 self.health_server = None
@@ -220,11 +277,10 @@ class Stunner:
                 server = HttpServer("health", endpoint, self.health.handle)
                 if await server.start():
                     self.health_server = server
-            self._health_url = admin.healthcheck_endpoint
 
     async def serve_default_health(self) -> None:
         """Health checks before any config exists; the first config may move them."""
-        await self._reconcile_admin(StunnerConfig())
+        await self._reconcile_admin(ConfigDiff(), StunnerConfig())
 
     def _metrics(self, path: str) -> Response:
         return 200, "text/plain; version=0.0.4; charset=utf-8", exposition(self.registry)
@@ -239,6 +295,7 @@ class Stunner:
         """Graceful shutdown: not ready, no new allocations, wait for the existing ones
         (until the grace period ends, or ``abort`` is set: SIGINT during a drain)."""
         self.health.ready = False
+        self._stop_retrying()
         for lis in self.listeners.values():
             lis.stop_accepting()
         remaining = self.allocation_count()
@@ -257,6 +314,7 @@ class Stunner:
 
     async def close(self) -> None:
         self.health.ready = False
+        self._stop_retrying()
         for lis in self.listeners.values():
             await lis.stop()
         self.listeners.clear()
@@ -265,73 +323,3 @@ class Stunner:
         for server in (self.metrics_server, self.health_server):
             if server is not None:
                 await server.stop()
-
-
-class ConfigWatcher:
-    """Polls a config file and hands valid new versions to ``Stunner.apply``.
-
-    Polling (not inotify) follows the kubelet's ConfigMap symlink swap and survives the file
-    being deleted and recreated. A changed file is applied only once it has stayed the same
-    for one more poll, so a non-atomic writer caught halfway (a valid but truncated file) is
-    not applied. An invalid file is logged once and the last good config keeps running.
-    """
-
-    def __init__(self, path: str, stunner: Stunner, interval: float = 0.25) -> None:
-        self.path = path
-        self.stunner = stunner
-        self.interval = interval
-        self._last_digest = b""
-        self._last_error = ""
-        self._last_stat: tuple[int, int, int] | None = None
-        self._pending: str | None = None  # changed text waiting one poll to prove stable
-
-    def read(self) -> str | None:
-        """The file's text if it changed since the last look, else None."""
-        try:
-            st = os.stat(self.path)
-            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
-            if stamp == self._last_stat:
-                return None
-            with open(self.path, encoding="utf-8") as f:
-                text = f.read()
-        except (OSError, UnicodeDecodeError) as exc:
-            self._report(f"cannot read config {self.path}: {exc}")
-            self._last_stat = None
-            self._pending = None
-            return None
-        self._last_stat = stamp
-        if hashlib.sha256(text.encode()).digest() == self._last_digest:
-            self._pending = None  # changed back to what runs
-            return None
-        return text
-
-    async def check_once(self) -> bool:
-        """One poll: True if a new config was applied."""
-        text = self.read()
-        if text is not None and text != self._pending:
-            self._pending = text  # changed: wait for the next poll to see it unchanged
-            return False
-        if self._pending is None:
-            return False
-        text, self._pending = self._pending, None
-        self._last_digest = hashlib.sha256(text.encode()).digest()
-        try:
-            config = loads(text, source=self.path)
-        except ConfigError as exc:
-            self._report(f"config rejected, the last good config keeps running: {exc}")
-            return False
-        self._last_error = ""
-        started = time.monotonic()
-        await self.stunner.apply(config)
-        logger.info("config %s applied in %.0f ms", self.path, (time.monotonic() - started) * 1e3)
-        return True
-
-    def _report(self, message: str) -> None:
-        if message != self._last_error:
-            logger.error("%s", message)
-            self._last_error = message
-
-    async def run(self) -> None:
-        while True:
-            await self.check_once()
-            await asyncio.sleep(self.interval)

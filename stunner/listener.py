@@ -10,17 +10,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import os
 import socket
-import ssl
 import struct
-import tempfile
 from collections.abc import Callable, Hashable
 
 from .auth import Authenticator
 from .batchio import HEADROOM, SLOT, DatagramBatch, shared_batch
 from .cluster import Admission
 from .config import LimitsConfig, ListenerConfig
+from .config.certs import server_context as ssl_context
 from .stats import ListenerStats
 from .stun import Address
 from .stun.channel import stream_frame_length
@@ -225,21 +223,6 @@ class StreamConnectionProtocol(asyncio.Protocol):
             return
         assert self.endpoint is not None
         self.server.handle_stun(frame, self.endpoint)
-
-
-def ssl_context(cert_pem: bytes, key_pem: bytes) -> ssl.SSLContext:
-    """A server TLS context from in-memory PEM (the config carries base64 PEM, as upstream)."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    with tempfile.TemporaryDirectory() as tmp:
-        cert_path = os.path.join(tmp, "cert.pem")
-        key_path = os.path.join(tmp, "key.pem")
-        with open(cert_path, "wb") as f:
-            f.write(cert_pem)
-        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(key_pem)
-        context.load_cert_chain(cert_path, key_path)
-    return context
 
 
 def decode_pem(value: bytes | str) -> bytes:

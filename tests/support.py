@@ -1,18 +1,17 @@
-"""Shared test helpers: free ports, a UDP echo peer, TLS material, aioice clients, scrapes."""
+"""Test helpers for stunnerd's own tests: TLS material, aioice clients, scrapes, raw STUN.
+
+Echo peers, free ports and waiting are in `testkit`, shared with bench/, soak/ and fuzz/."""
 
 from __future__ import annotations
 
 import asyncio
 import binascii
-import contextlib
 import hashlib
 import hmac
 import logging
-import socket
 import ssl
 import struct
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,57 +19,7 @@ from typing import Any
 from aioice.turn import create_turn_endpoint
 from prometheus_client.parser import text_string_to_metric_families
 
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port free for both UDP and TCP on ``host``."""
-    for _ in range(50):
-        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        tcp.bind((host, 0))
-        port = tcp.getsockname()[1]
-        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            udp.bind((host, port))
-        except OSError:
-            continue
-        finally:
-            udp.close()
-            tcp.close()
-        return int(port)
-    raise RuntimeError("no free port")
-
-
-class EchoPeer(asyncio.DatagramProtocol):
-    """A UDP backend that echoes every datagram and counts what it saw."""
-
-    def __init__(self) -> None:
-        self.received = 0
-        self.received_bytes = 0
-        self.transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.received += 1
-        self.received_bytes += len(data)
-        assert self.transport is not None
-        self.transport.sendto(data, addr)
-
-    @property
-    def address(self) -> tuple[str, int]:
-        assert self.transport is not None
-        host, port = self.transport.get_extra_info("sockname")[:2]
-        return host, port
-
-    @classmethod
-    async def start(cls, host: str = "127.0.0.1") -> EchoPeer:
-        loop = asyncio.get_running_loop()
-        _, peer = await loop.create_datagram_endpoint(cls, local_addr=(host, 0))
-        return peer
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
+from testkit.wait import wait_for
 
 
 def self_signed_cert(directory: Path, host: str = "127.0.0.1") -> tuple[bytes, bytes]:
@@ -153,27 +102,6 @@ class ErrorLog(logging.Handler):
 
     def messages(self) -> list[str]:
         return [r.getMessage() for r in self.records]
-
-
-async def wait_for(
-    predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.01
-) -> None:
-    """Poll ``predicate`` until true; ``interval=0`` polls every event-loop iteration."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise TimeoutError("condition not met before the deadline")
-        await asyncio.sleep(interval)
-
-
-async def settle(
-    read: Callable[[], Any], expected: Any, timeout: float = 10.0, interval: float = 0.01
-) -> None:
-    """Wait until ``read()`` equals ``expected``; if it never does, fail showing both."""
-    with contextlib.suppress(TimeoutError):
-        await wait_for(lambda: read() == expected, timeout, interval)
-    assert read() == expected
 
 
 def scrape(url: str) -> str:

@@ -17,8 +17,9 @@ from typing import Any
 
 from .. import __version__, constants
 from ..config import ConfigError, StunnerConfig, from_uri, load
-from ..daemon import ConfigWatcher, Stunner
+from ..daemon import Stunner
 from ..logs import setup_logging
+from ..watcher import ConfigWatcher
 from ..workers import WorkerPool, publish_stats
 from ._args import OneLineParser
 
@@ -115,7 +116,7 @@ async def run(args: argparse.Namespace, config: StunnerConfig | None, log_fixed:
     if args.watch:
         watcher = ConfigWatcher(args.config, stunner)
         if config is not None:
-            watcher.read()  # remember the file as already applied
+            watcher.prime()  # remember the file as already applied
         tasks.append(asyncio.create_task(watcher.run()))
     if pool is not None:
         await pool.start()

@@ -1,7 +1,8 @@
 """Render a GatewayConfig, its Gateways and UDPRoutes into one stunnerd config (docs/kubernetes.md).
 
-Pure: Kubernetes objects (decoded JSON) in, the stunnerd config dict and the status to report
-out. The operator and ``stunnerctl render`` both call `render`; neither adds rules of its own.
+Pure: Kubernetes objects (decoded JSON) in, the typed stunnerd config (`StunnerConfig`) and
+the status to report out. The operator and ``stunnerctl render`` both call `render` and write
+`dump_config` of its config; neither adds rules of its own.
 
 Names: listener ``<gateway-ns>/<gateway>/<listener>``, cluster ``<route-ns>/<route>``. Every
 listener binds ``$STUNNER_ADDR``, which stunnerd expands from the pod's environment.
@@ -17,10 +18,20 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
 from stunner import constants as c
-from stunner.config import ConfigError, expand_env, from_dict
+from stunner.config import (
+    AdminConfig,
+    AuthConfig,
+    ClusterConfig,
+    ConfigError,
+    ListenerConfig,
+    ListenerProtocol,
+    StunnerConfig,
+    dumps,
+    expand_env,
+    loads,
+)
+from stunner.config.sections import AUTH_TYPES, LISTENER_PROTOCOLS
 
 from . import conditions as cond
 from .conditions import Condition, ok
@@ -32,27 +43,9 @@ ROUTE_KIND = "UDPRoute"
 _ROUTE_GK = (GATEWAY_GROUP, ROUTE_KIND)
 SUPPORTED_KINDS: tuple[Mapping[str, str], ...] = ({"group": GATEWAY_GROUP, "kind": ROUTE_KIND},)
 
-# Gateway API protocol names (and upstream STUNner's TURN-* spellings) to stunnerd's.
-_PROTOCOLS: Mapping[str, str] = {
-    "UDP": "UDP",
-    "TCP": "TCP",
-    "TLS": "TLS",
-    "DTLS": "DTLS",
-    "TURN-UDP": "UDP",
-    "TURN-TCP": "TCP",
-    "TURN-TLS": "TLS",
-    "TURN-DTLS": "DTLS",
-}
 _TRANSPORT = {"UDP": "udp", "DTLS": "udp", "TCP": "tcp", "TLS": "tcp"}
 _MISSING = "not found or not readable"
 _SPEC_FIELD = {"username": "userName", "password": "password", "secret": "sharedSecret"}
-_AUTH_ALIASES = {
-    "plaintext": "plaintext",
-    "static": "plaintext",
-    "longterm": "longterm",
-    "ephemeral": "longterm",
-    "timewindowed": "longterm",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +83,7 @@ class ParentStatus:
 
 @dataclass(frozen=True, slots=True)
 class RenderResult:
-    config: dict[str, Any] | None  # None: the GatewayConfig was rejected, see `error`
+    config: StunnerConfig | None  # None: the GatewayConfig was rejected, see `error`
     error: str | None
     configmap: ObjKey
     gatewayconfig: tuple[Condition, ...]
@@ -110,10 +103,10 @@ class _Listener:
     gateway: ObjKey
     name: str
     spec: Mapping[str, Any]
-    protocol: str = ""
+    protocol: ListenerProtocol = "UDP"  # meaningful once `accepted`
     port: int = 0
-    cert: str = ""
-    key: str = ""
+    cert: bytes = b""  # PEM
+    key: bytes = b""
     accepted: Condition = _ACCEPTED
     conflicted: Condition = _NOT_CONFLICTED
     resolved: Condition = _RESOLVED
@@ -152,29 +145,30 @@ def secret_value(secret: Obj, name: str) -> str | None:
     return None
 
 
-def _pem_b64(secret: Obj, name: str) -> str | None:
-    """A PEM Secret value, base64-encoded as stunnerd wants it; None if missing or not PEM."""
+def _pem(secret: Obj, name: str) -> bytes | None:
+    """A PEM Secret value; None if missing or not PEM."""
     text = secret_value(secret, name)
     if text is None or "-----BEGIN " not in text or "-----END " not in text:
         return None
-    return base64.b64encode(text.encode()).decode()
+    return text.encode()
 
 
 # --------------------------------------------------------------------------------------------
 # GatewayConfig -> admin, auth
 
 
-def _auth(sp: GatewayConfigSpec, secrets: Mapping[ObjKey, Obj]) -> dict[str, Any]:
-    atype, user, password, secret = sp.auth_type, sp.username, sp.password, sp.shared_secret
+def _auth(sp: GatewayConfigSpec, secrets: Mapping[ObjKey, Obj]) -> AuthConfig:
+    atype = AUTH_TYPES[sp.auth_type.lower()]  # parse_spec admits plaintext or longterm only
+    user, password, secret = sp.username, sp.password, sp.shared_secret
     if sp.auth_ref is not None:
         ref = (sp.auth_ref.namespace, sp.auth_ref.name)
         obj = secrets.get(ref)
         if obj is None:
             raise SpecError(f"spec.authRef: Secret {name_of(ref)} {_MISSING}")
         raw = secret_value(obj, "type") or atype
-        if raw.lower() not in _AUTH_ALIASES:
+        if raw.lower() not in AUTH_TYPES:
             raise SpecError(f"spec.authRef: Secret {name_of(ref)}: unknown type {raw!r}")
-        atype = _AUTH_ALIASES[raw.lower()]
+        atype = AUTH_TYPES[raw.lower()]
         user = secret_value(obj, "username") or ""
         password = secret_value(obj, "password") or ""
         secret = secret_value(obj, "secret") or secret_value(obj, "sharedSecret") or ""
@@ -191,15 +185,16 @@ def _auth(sp: GatewayConfigSpec, secrets: Mapping[ObjKey, Obj]) -> dict[str, Any
                 f"{where}: the {name} contains '$' before a name or '{{', which "
                 "stunnerd would expand from its environment"
             )
-    return {"type": atype, "realm": sp.realm, "credentials": creds}
+    return AuthConfig(type=atype, realm=sp.realm, **creds)
 
 
-def _admin(sp: GatewayConfigSpec, gc: ObjKey) -> dict[str, Any]:
-    admin: dict[str, Any] = {"name": name_of(gc), "loglevel": sp.loglevel}
-    if sp.metrics_endpoint is not None:
-        admin["metrics_endpoint"] = sp.metrics_endpoint  # verbatim, as the spec asks
-    admin["healthcheck_endpoint"] = sp.healthcheck_endpoint
-    return admin
+def _admin(sp: GatewayConfigSpec, gc: ObjKey) -> AdminConfig:
+    return AdminConfig(
+        name=name_of(gc),
+        loglevel=sp.loglevel,
+        metrics_endpoint=sp.metrics_endpoint or "",  # verbatim, as the spec asks
+        healthcheck_endpoint=sp.healthcheck_endpoint or None,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -229,7 +224,7 @@ def _certificate(lis: _Listener, gw_ns: str, secrets: Mapping[ObjKey, Obj]) -> N
     elif (secret := secrets.get(where)) is None:
         problem = f"Secret {name_of(where)} {_MISSING}"
     else:
-        crt, pem_key = _pem_b64(secret, "tls.crt"), _pem_b64(secret, "tls.key")
+        crt, pem_key = _pem(secret, "tls.crt"), _pem(secret, "tls.key")
         if crt is None or pem_key is None:
             problem = f"Secret {name_of(where)} needs PEM tls.crt and tls.key"
         else:
@@ -257,7 +252,8 @@ def _route_kinds(lis: _Listener) -> None:
 
 def _listener(gateway: Obj, item: Mapping[str, Any], secrets: Mapping[ObjKey, Obj]) -> _Listener:
     lis = _Listener(gateway=key(gateway), name=str(item.get("name") or ""), spec=item)
-    protocol = _PROTOCOLS.get(str(item.get("protocol") or "").upper())
+    # Gateway API protocol names and upstream STUNner's TURN-* spellings, as stunnerd reads them.
+    protocol = LISTENER_PROTOCOLS.get(str(item.get("protocol") or "").lower())
     port = item.get("port")
     if protocol is None:
         lis.accepted = Condition(
@@ -304,22 +300,20 @@ def _public_address(gateway: Obj) -> str:
     return ""
 
 
-def _listener_config(lis: _Listener, sp: GatewayConfigSpec, public: str) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "name": lis.full_name,
-        "protocol": lis.protocol,
-        "address": LISTENER_ADDRESS,
-        "port": lis.port,
-    }
-    if public:
-        out["public_address"] = public
-        out["public_port"] = lis.port
-    out["min_relay_port"] = sp.min_port
-    out["max_relay_port"] = sp.max_port
-    if lis.cert:
-        out["cert"], out["key"] = lis.cert, lis.key
-    out["routes"] = sorted(lis.routes)
-    return out
+def _listener_config(lis: _Listener, sp: GatewayConfigSpec, public: str) -> ListenerConfig:
+    return ListenerConfig(
+        name=lis.full_name,
+        protocol=lis.protocol,
+        address=LISTENER_ADDRESS,
+        port=lis.port,
+        public_address=public,
+        public_port=lis.port if public else 0,
+        min_relay_port=sp.min_port,
+        max_relay_port=sp.max_port,
+        cert=lis.cert,
+        key=lis.key,
+        routes=tuple(sorted(lis.routes)),
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -401,29 +395,28 @@ def _attach(
 # --------------------------------------------------------------------------------------------
 
 
-def dump_config(config: Mapping[str, Any]) -> str:
+def dump_config(config: StunnerConfig) -> str:
     """The stunnerd config text the ConfigMap holds and ``stunnerctl render`` prints."""
-    return yaml.safe_dump(dict(config), sort_keys=False)
+    return dumps(config)
 
 
-def check_config(config: Mapping[str, Any]) -> None:
-    """Raise `ConfigError` unless stunnerd would load `config` (with $STUNNER_ADDR set)."""
-    listeners = [
-        {**lis, "address": "0.0.0.0"} if lis.get("address") == LISTENER_ADDRESS else lis
-        for lis in config.get("listeners", [])
-    ]
-    from_dict({**config, "listeners": listeners})
+def check_config(config: StunnerConfig) -> None:
+    """Raise `ConfigError` unless stunnerd would load the text we write (with $STUNNER_ADDR
+    set): the typed config cannot hold an unknown field, but it can hold a value stunnerd
+    refuses (a Service's clusterIP that is not an IP, two listeners of the same name)."""
+    loads(expand_env(dump_config(config), {"STUNNER_ADDR": "0.0.0.0"}), source="stunnerd.conf")
 
 
 def _spec_and_auth(
     gatewayconfig: Obj, secrets: Mapping[ObjKey, Obj]
-) -> tuple[GatewayConfigSpec, dict[str, Any], str | None]:
+) -> tuple[GatewayConfigSpec, AuthConfig, str | None]:
     """The spec and auth section, or defaults and why the GatewayConfig is rejected."""
     try:
         sp = parse_spec(gatewayconfig)
         return sp, _auth(sp, secrets), None
     except SpecError as exc:
-        return GatewayConfigSpec(stunner_config=_configmap_name(gatewayconfig)), {}, str(exc)
+        spec_defaults = GatewayConfigSpec(stunner_config=_configmap_name(gatewayconfig))
+        return spec_defaults, AuthConfig(), str(exc)
 
 
 def _routes(
@@ -431,9 +424,9 @@ def _routes(
     by_gateway: Mapping[ObjKey, Sequence[_Listener]],
     services: Mapping[ObjKey, Obj],
     endpoints: Mapping[ObjKey, Obj],
-) -> tuple[list[dict[str, Any]], dict[ObjKey, tuple[ParentStatus, ...]]]:
+) -> tuple[list[ClusterConfig], dict[ObjKey, tuple[ParentStatus, ...]]]:
     """Attach each route to our listeners (recorded on the listeners); its cluster if any."""
-    clusters: list[dict[str, Any]] = []
+    clusters: list[ClusterConfig] = []
     statuses: dict[ObjKey, tuple[ParentStatus, ...]] = {}
     for route in sorted(routes, key=key):
         ips, resolved = _backends(route, services, endpoints)
@@ -452,10 +445,7 @@ def _routes(
             statuses[key(route)] = tuple(parents)
         if attached:
             name = name_of(key(route))
-            endpoints_list = sorted(set(ips))
-            clusters.append(
-                {"name": name, "type": "STATIC", "protocol": "udp", "endpoints": endpoints_list}
-            )
+            clusters.append(ClusterConfig(name=name, endpoints=tuple(sorted(set(ips)))))
     return clusters, statuses
 
 
@@ -473,27 +463,27 @@ def render(inp: RenderInput) -> RenderResult:
     services, endpoints = _index(inp.services), _index(inp.endpoints)
     clusters, route_status = _routes(inp.routes, by_gateway, services, endpoints)
 
-    config: dict[str, Any] | None = None
+    config: StunnerConfig | None = None
     if error is None:
-        config = {
-            "version": c.API_VERSION,
-            "admin": _admin(sp, gc),
-            "auth": auth,
-            "listeners": [
+        config = StunnerConfig(
+            version=c.API_VERSION,
+            admin=_admin(sp, gc),
+            auth=auth,
+            listeners=tuple(
                 _listener_config(lis, sp, _public_address(gw))
                 for gw in gateways
                 for lis in by_gateway[key(gw)]
                 if lis.usable
-            ],
-            "clusters": clusters,
-        }
+            ),
+            clusters=tuple(clusters),
+        )
         try:
             check_config(config)
         except ConfigError as exc:
             config, error = None, f"rendered config rejected by stunnerd: {exc}"
 
     if config is not None:
-        summary = f"{len(config['listeners'])} listeners, {len(clusters)} clusters"
+        summary = f"{len(config.listeners)} listeners, {len(clusters)} clusters"
         gc_conditions = (ok(cond.ACCEPTED, summary),)
     else:
         gc_conditions = (Condition(cond.ACCEPTED, False, cond.INVALID_PARAMETERS, error or ""),)

@@ -24,21 +24,20 @@ import pytest
 import yaml
 from aioice.stun import TransactionFailed
 
-from stunner.daemon import ConfigWatcher
+from stunner.watcher import ConfigWatcher
+from testkit.echo import EchoPeer
+from testkit.ports import free_port
+from testkit.wait import settle, wait_for
 from tests.integration.conftest import Gateway
 from tests.integration.test_cli import Daemon, http_status
 from tests.support import (
-    EchoPeer,
     ErrorLog,
     TurnClient,
     client_ssl_context,
-    free_port,
     samples,
     scrape_async,
     self_signed_cert,
-    settle,
     value,
-    wait_for,
 )
 
 STREAMS = ("TCP", "TLS")
@@ -202,7 +201,7 @@ async def test_half_written_but_valid_prefix_is_not_applied(
     path = tmp_path / "stunnerd.conf"
     text = yaml.safe_dump(gateway.config, sort_keys=False)
     path.write_text(text)
-    watcher = ConfigWatcher(str(path), gateway.stunner)
+    watcher = gateway.watch(path)
     assert await applied(watcher)
     client = await TurnClient.connect(("127.0.0.1", gateway.ports["UDP"]), "UDP")
     try:

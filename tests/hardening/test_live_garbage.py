@@ -24,6 +24,8 @@ from typing import Any
 import pytest
 
 from stunner.stats import ListenerStats
+from testkit.ports import free_port
+from testkit.wait import settle, wait_for
 from tests.hardening.garbage import (
     StreamCase,
     is_malformed,
@@ -32,15 +34,7 @@ from tests.hardening.garbage import (
     udp_garbage,
 )
 from tests.integration.conftest import PROTOCOLS, Gateway
-from tests.support import (
-    ErrorLog,
-    TurnClient,
-    free_port,
-    samples,
-    scrape_async,
-    settle,
-    wait_for,
-)
+from tests.support import ErrorLog, TurnClient, samples, scrape_async
 
 UDP_DATAGRAMS = 100_000
 BATCH = 48  # datagrams in flight at once: well inside the listener socket's receive buffer

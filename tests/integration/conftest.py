@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,10 @@ import pytest
 
 from stunner.config import StunnerConfig, from_dict
 from stunner.daemon import Stunner
-from tests.support import EchoPeer, client_ssl_context, free_port, self_signed_cert
+from stunner.watcher import ConfigWatcher
+from testkit.echo import EchoPeer
+from testkit.ports import free_port
+from tests.support import client_ssl_context, self_signed_cert
 
 PROTOCOLS = ("UDP", "TCP", "TLS")
 
@@ -26,6 +29,13 @@ class Gateway:
     echo: EchoPeer
     outsider: EchoPeer
     cert_pem: bytes
+    watchers: list[ConfigWatcher] = field(default_factory=list)
+
+    def watch(self, path: Path) -> ConfigWatcher:
+        """A watcher of `path` for this gateway; its parser process ends with the fixture."""
+        watcher = ConfigWatcher(str(path), self.stunner)
+        self.watchers.append(watcher)
+        return watcher
 
     def listener_name(self, protocol: str) -> str:
         return f"stunner/gw/{protocol.lower()}"
@@ -91,6 +101,8 @@ async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
         await gw.apply(config)
         yield gw
     finally:
+        for watcher in gw.watchers:
+            watcher.close()
         await stunner.close()
         echo.close()
         outsider.close()

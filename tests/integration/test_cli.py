@@ -17,7 +17,10 @@ import pytest
 import yaml
 from aioice.stun import TransactionFailed
 
-from tests.support import EchoPeer, TurnClient, free_port, scrape, wait_for
+from testkit.echo import EchoPeer
+from testkit.ports import free_port
+from testkit.wait import wait_for, wait_until
+from tests.support import TurnClient, scrape
 
 STUNNERD = [sys.executable, "-m", "stunner.cli.stunnerd"]
 
@@ -30,14 +33,6 @@ def http_status(url: str) -> int:
         return int(exc.code)
     except OSError:
         return 0
-
-
-def wait_until(predicate: object, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met before the deadline")
-        time.sleep(0.05)
 
 
 class Daemon:

@@ -8,8 +8,9 @@ import pytest
 from aioice.stun import TransactionFailed
 
 from stunner.stats import ListenerStats
+from testkit.wait import wait_for
 from tests.integration.conftest import PROTOCOLS, Gateway
-from tests.support import TurnClient, samples, scrape_async, value, wait_for
+from tests.support import TurnClient, samples, scrape_async, value
 
 N_CLIENTS = 2
 K_DATAGRAMS = 25

@@ -12,7 +12,7 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +22,9 @@ import stunner
 from stunner import config
 from stunner.cli import turncat
 from stunner.cli.turncat import TurnCat
+from testkit.echo import EchoPeer
+from testkit.ports import free_port
+from testkit.wait import wait_for
 
 Address = tuple[str, int]
 K = 40  # datagrams per client
@@ -43,22 +46,6 @@ class Coturn:
 
     def uri(self, transport: str = "udp", scheme: str = "turn", port: int = 0) -> str:
         return f"{scheme}://{QUOTED}@{HOST}:{port or self.port}?transport={transport}"
-
-
-def _free_port(*kinds: int) -> int:
-    """A port free for every socket kind given (e.g. UDP and TCP), on 127.0.0.1."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, kinds[0]) as first:
-            first.bind((HOST, 0))
-            port = int(first.getsockname()[1])
-            try:
-                for kind in kinds[1:]:
-                    with socket.socket(socket.AF_INET, kind) as other:
-                        other.bind((HOST, port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port")
 
 
 def _stun_ready(port: int) -> bool:
@@ -95,8 +82,8 @@ def coturn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Coturn]:
         timeout=30,
     )
     server = Coturn(
-        _free_port(socket.SOCK_DGRAM, socket.SOCK_STREAM),
-        _free_port(socket.SOCK_STREAM),
+        free_port(HOST),
+        free_port(HOST, udp=False),
         tmp / "turnserver.log",
     )
     relay_min = random.randrange(49152, 65000, 128)
@@ -124,22 +111,6 @@ def coturn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Coturn]:
             proc.wait(timeout=10)
 
 
-class Echo(asyncio.DatagramProtocol):
-    """The peer: echoes every datagram and remembers who sent it."""
-
-    def __init__(self) -> None:
-        self.sources: set[Address] = set()
-        self.transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def datagram_received(self, data: bytes, addr: Address) -> None:
-        self.sources.add(addr)
-        assert self.transport is not None
-        self.transport.sendto(data, addr)
-
-
 class Client(asyncio.DatagramProtocol):
     def __init__(self) -> None:
         self.received: list[bytes] = []
@@ -156,26 +127,18 @@ class Client(asyncio.DatagramProtocol):
 
 
 @pytest.fixture
-async def echo() -> AsyncIterator[tuple[Echo, Address]]:
-    loop = asyncio.get_running_loop()
-    transport, protocol = await loop.create_datagram_endpoint(Echo, local_addr=(HOST, 0))
+async def echo() -> AsyncIterator[tuple[EchoPeer, Address]]:
+    peer = await EchoPeer.start(HOST)
     try:
-        yield protocol, transport.get_extra_info("sockname")
+        yield peer, peer.address
     finally:
-        transport.close()
+        peer.close()
 
 
 async def _client(remote: Address) -> Client:
     loop = asyncio.get_running_loop()
     _, protocol = await loop.create_datagram_endpoint(Client, remote_addr=remote)
     return protocol
-
-
-async def _eventually(check: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        await asyncio.sleep(0.02)
 
 
 def _payloads(tag: int) -> list[bytes]:
@@ -192,7 +155,7 @@ def _payloads(tag: int) -> list[bytes]:
     [("turn", "udp", False), ("turn", "tcp", False), ("turns", "tcp", True)],
 )
 async def test_two_clients_get_all_echoes(
-    coturn: Coturn, echo: tuple[Echo, Address], scheme: str, transport: str, tls: bool
+    coturn: Coturn, echo: tuple[EchoPeer, Address], scheme: str, transport: str, tls: bool
 ) -> None:
     peer, peer_addr = echo
     uri = coturn.uri(transport, scheme, coturn.tls_port if tls else 0)
@@ -206,7 +169,7 @@ async def test_two_clients_get_all_echoes(
             assert client.transport is not None
             for data in payloads:
                 client.transport.sendto(data)
-        await _eventually(lambda: all(len(c.received) >= K for c in clients))
+        await wait_for(lambda: all(len(c.received) >= K for c in clients), timeout=15.0)
         for client, payloads in zip(clients, sent, strict=True):
             assert sorted(client.received) == sorted(payloads)
         sessions = list(cat.sessions.values())
@@ -223,7 +186,7 @@ async def test_two_clients_get_all_echoes(
 
 
 async def test_idle_session_is_deleted_and_recreated(
-    coturn: Coturn, echo: tuple[Echo, Address]
+    coturn: Coturn, echo: tuple[EchoPeer, Address]
 ) -> None:
     _, peer_addr = echo
     cat = TurnCat((HOST, 0), config.parse_turn_uri(coturn.uri()), peer_addr, idle_timeout=0.3)
@@ -231,12 +194,12 @@ async def test_idle_session_is_deleted_and_recreated(
         client = await _client(cat.local_address)
         assert client.transport is not None
         client.transport.sendto(b"one")
-        await _eventually(lambda: client.received == [b"one"])
+        await wait_for(lambda: client.received == [b"one"], timeout=15.0)
         (first,) = cat.sessions.values()
-        await _eventually(lambda: not cat.sessions)
+        await wait_for(lambda: not cat.sessions, timeout=15.0)
         assert await first.wait_closed(5.0)  # the allocation was deleted, not just forgotten
         client.transport.sendto(b"two")
-        await _eventually(lambda: client.received == [b"one", b"two"])
+        await wait_for(lambda: client.received == [b"one", b"two"], timeout=15.0)
         (second,) = cat.sessions.values()
         assert second is not first
         assert second.relayed_address != first.relayed_address
@@ -245,7 +208,7 @@ async def test_idle_session_is_deleted_and_recreated(
 
 async def test_wrong_password_drops_and_backs_off(
     coturn: Coturn,
-    echo: tuple[Echo, Address],
+    echo: tuple[EchoPeer, Address],
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -257,20 +220,20 @@ async def test_wrong_password_drops_and_backs_off(
         client = await _client(cat.local_address)
         assert client.transport is not None
         client.transport.sendto(b"x")
-        await _eventually(lambda: cat.failures == 1)
+        await wait_for(lambda: cat.failures == 1, timeout=15.0)
         assert (
             "TURN allocation failed: TransactionFailed: STUN transaction failed (401" in caplog.text
         )
         assert not cat.sessions
         client.transport.sendto(b"y")
-        await _eventually(lambda: cat.dropped == 1)  # no new attempt while backing off
+        await wait_for(lambda: cat.dropped == 1, timeout=15.0)  # no new attempt while backing off
         assert not cat.sessions
         assert client.received == []
         client.transport.close()
 
 
 async def test_tls_verifies_the_server_certificate(
-    coturn: Coturn, echo: tuple[Echo, Address], caplog: pytest.LogCaptureFixture
+    coturn: Coturn, echo: tuple[EchoPeer, Address], caplog: pytest.LogCaptureFixture
 ) -> None:
     _, peer_addr = echo
     server = config.parse_turn_uri(coturn.uri("tcp", "turns", coturn.tls_port))
@@ -279,7 +242,7 @@ async def test_tls_verifies_the_server_certificate(
         client = await _client(cat.local_address)
         assert client.transport is not None
         client.transport.sendto(b"x")
-        await _eventually(lambda: cat.failures == 1)
+        await wait_for(lambda: cat.failures == 1, timeout=15.0)
         assert "TURN allocation failed: SSLCertVerificationError" in caplog.text
         assert not cat.sessions
         assert client.received == []
@@ -296,10 +259,10 @@ def test_dtls_is_refused() -> None:
 
 
 async def test_cli_relays_and_deletes_allocation_on_signal(
-    coturn: Coturn, echo: tuple[Echo, Address]
+    coturn: Coturn, echo: tuple[EchoPeer, Address]
 ) -> None:
     _, peer_addr = echo
-    local = _free_port(socket.SOCK_DGRAM)
+    local = free_port(HOST, tcp=False)
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from testkit.echo import EchoPeer
+from testkit.wait import wait_for
 from tests.integration.test_cli import Daemon, http_status, wait_until
-from tests.support import EchoPeer, TurnClient, samples, scrape_async, value, wait_for
+from tests.support import TurnClient, samples, scrape_async, value
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="Linux only")
 

@@ -15,11 +15,10 @@ from stunner import constants as c
 from stunner.operator import handlers
 from stunner.operator.kube import ApiError
 from stunner.operator.reconcile import CONFIG_DIGEST_ANNOTATION, Reconciler
-from stunner.operator.render import dump_config
 
 from . import objects as o
 from .fake_api import FakeApi
-from .test_render import PATCHED_METRICS, SPEC_METRICS, expected_config
+from .test_render import PATCHED_METRICS, SPEC_METRICS, expected_text
 
 NOW = "2024-05-01T12:00:00Z"
 LATER = "2024-05-01T12:05:00Z"
@@ -94,7 +93,7 @@ def test_settings_keep_kopf_state_in_status() -> None:
 async def test_create_writes_the_configmap(operator: tuple[FakeApi, kopf.Memo]) -> None:
     api, memo = operator
     await changed(memo)
-    assert configmap_text(api) == dump_config(expected_config(metrics_endpoint=SPEC_METRICS))
+    assert configmap_text(api) == expected_text(metrics_endpoint=SPEC_METRICS)
     cm = api.obj("ConfigMap", "stunner", c.CONFIGMAP_NAME)
     assert cm is not None
     (owner,) = cm["metadata"]["ownerReferences"]
@@ -165,7 +164,7 @@ async def test_metrics_endpoint_patch(operator: tuple[FakeApi, kopf.Memo]) -> No
     api.put(o.gatewayconfig(metricsEndpoint=PATCHED_METRICS, generation=2))
     before = len(api.writes())
     await changed(memo)
-    assert configmap_text(api) == dump_config(expected_config(metrics_endpoint=PATCHED_METRICS))
+    assert configmap_text(api) == expected_text(metrics_endpoint=PATCHED_METRICS)
     assert ("replace", "configmaps", "stunner", c.CONFIGMAP_NAME) in api.writes()[before:]
     pod = api.obj("Pod", "stunner", "stunner-abc")
     assert pod is not None

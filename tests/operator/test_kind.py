@@ -21,6 +21,7 @@ from stunner import constants as c
 from stunner.operator.render import RenderInput, render
 
 from . import objects as o
+from .test_render import doc
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S_VERSION = "1.30.0"
@@ -93,15 +94,15 @@ def test_gateway_and_route_render_to_the_advertised_listeners() -> None:
     )
     assert result.config is not None
     listeners = [
-        (x["name"], x["protocol"], x["port"], x["routes"]) for x in result.config["listeners"]
+        (x["name"], x["protocol"], x["port"], x["routes"]) for x in doc(result)["listeners"]
     ]
     assert listeners == [
         ("stunner/stunner-gateway/udp-listener", "UDP", 3478, ["stunner/echo"]),
         ("stunner/stunner-gateway/tcp-listener", "TCP", 3478, ["stunner/echo"]),
         ("stunner/stunner-gateway/tls-listener", "TLS", 3479, ["stunner/echo"]),
     ]
-    assert result.config["clusters"][0]["endpoints"] == ["10.96.7.7"]
-    assert result.config["admin"]["metrics_endpoint"] == "http://0.0.0.0:8080/metrics"
+    assert doc(result)["clusters"][0]["endpoints"] == ["10.96.7.7"]
+    assert doc(result)["admin"]["metrics_endpoint"] == "http://0.0.0.0:8080/metrics"
     assert ks.turn_uris() == [
         "stunner/stunner-gateway/udp-listener=turn:127.0.0.1:3478?transport=udp",
         "stunner/stunner-gateway/tcp-listener=turn:127.0.0.1:3478?transport=tcp",

@@ -4,14 +4,11 @@ metricsEndpoint patch, plus a rejected spec and an Endpoints change, ending with
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -21,36 +18,28 @@ import pytest
 
 from stunner import constants as c
 from stunner.operator.reconcile import CONFIG_DIGEST_ANNOTATION
-from stunner.operator.render import dump_config
+from testkit.ports import free_port
+from testkit.wait import DeadlineExceeded, poll_async
 
 from . import objects as o
 from .apiserver import ApiServer
-from .test_render import PATCHED_METRICS, expected_config
+from .test_render import PATCHED_METRICS, expected_text
 
 pytestmark = pytest.mark.timeout(60)
 DEADLINE = 20.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def until(
     what: str, check: Callable[[], Any], proc: subprocess.Popen[bytes], log: Path
 ) -> Any:
     """Poll `check` until truthy; fail with the operator's log tail at the deadline."""
-    deadline = time.monotonic() + DEADLINE
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        if proc.poll() is not None:
-            break
-        await asyncio.sleep(0.05)
-    tail = "\n".join(log.read_text().splitlines()[-40:])
-    pytest.fail(f"gave up waiting for {what} (operator rc={proc.poll()}):\n{tail}")
+    try:
+        return await poll_async(
+            check, timeout=DEADLINE, what=what, interval=0.05, stop=lambda: proc.poll() is not None
+        )
+    except DeadlineExceeded:
+        tail = "\n".join(log.read_text().splitlines()[-40:])
+        pytest.fail(f"gave up waiting for {what} (operator rc={proc.poll()}):\n{tail}")
 
 
 @pytest.fixture
@@ -99,7 +88,7 @@ async def test_operator_process_end_to_end(server: ApiServer, tmp_path: Path) ->
     (tmp_path / "kubeconfig").write_text(json.dumps(kubeconfig))
     env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
     env.update(KUBECONFIG=str(tmp_path / "kubeconfig"), POD_NAMESPACE="stunner")
-    health = free_port()
+    health = free_port(udp=False)
     log = tmp_path / "operator.log"
     cmd = [
         sys.executable,
@@ -112,7 +101,7 @@ async def test_operator_process_end_to_end(server: ApiServer, tmp_path: Path) ->
     try:
         # 1. helm install: the GatewayConfig, a Gateway and a route exist -> the ConfigMap.
         text = await until("the ConfigMap", lambda: configmap(server), proc, log)
-        assert text == dump_config(expected_config())
+        assert text == expected_text()
         gc = lambda: server.get("GatewayConfig", "stunner", c.GATEWAYCONFIG_NAME)  # noqa: E731
         await until(
             "GatewayConfig Programmed",
@@ -140,7 +129,7 @@ async def test_operator_process_end_to_end(server: ApiServer, tmp_path: Path) ->
 
         # 2. kubectl patch ... metricsEndpoint (merge) -> admin.metrics_endpoint, pods nudged.
         await server.put(o.gatewayconfig(metricsEndpoint=PATCHED_METRICS))
-        want = dump_config(expected_config(metrics_endpoint=PATCHED_METRICS))
+        want = expected_text(metrics_endpoint=PATCHED_METRICS)
         await until("the patched config", lambda: configmap(server) == want, proc, log)
         pod = lambda: server.get("Pod", "stunner", "stunner-0")  # noqa: E731
         await until(

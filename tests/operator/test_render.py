@@ -1,11 +1,15 @@
 """render(): GatewayConfig, Gateways, UDPRoutes, Services and Endpoints in, the exact stunnerd
-config and status out. Every rendered config must load in stunnerd (`stunner.config`)."""
+config and status out. Every rendered config must load in stunnerd (`stunner.config`).
+
+`expected_config` spells out the exact upstream document and `expected_text` its exact YAML, the
+bytes the ConfigMap holds and ``stunnerctl render`` prints."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
+import yaml
 
 from stunner import config as stunner_config
 from stunner.operator import conditions as cond
@@ -54,6 +58,16 @@ def expected_config(**admin: Any) -> dict[str, Any]:
     }
 
 
+def expected_text(**admin: Any) -> str:
+    return yaml.safe_dump(expected_config(**admin), sort_keys=False)
+
+
+def doc(result: RenderResult) -> dict[str, Any]:
+    """The rendered config as the upstream v1alpha1 document."""
+    assert result.config is not None
+    return stunner_config.to_dict(result.config)
+
+
 def run(gc: dict[str, Any] | None = None, **kw: Any) -> RenderResult:
     defaults: dict[str, Any] = {
         "gateways": [o.gateway()],
@@ -77,7 +91,7 @@ def loaded(result: RenderResult) -> stunner_config.StunnerConfig:
 def test_spec_example_gatewayconfig() -> None:
     result = run(o.gatewayconfig(metricsEndpoint=SPEC_METRICS))
     assert result.error is None
-    assert result.config == expected_config(metrics_endpoint=SPEC_METRICS)
+    assert doc(result) == expected_config(metrics_endpoint=SPEC_METRICS)
     assert result.configmap == ("stunner", "stunnerd-config")
     assert result.gatewayconfig == (
         Condition(cond.ACCEPTED, True, cond.ACCEPTED, "1 listeners, 1 clusters"),
@@ -87,8 +101,8 @@ def test_spec_example_gatewayconfig() -> None:
 def test_metrics_endpoint_patch_maps_verbatim() -> None:
     before = run(o.gatewayconfig())
     after = run(o.gatewayconfig(metricsEndpoint=PATCHED_METRICS))
-    assert before.config == expected_config()  # no metricsEndpoint: no metrics server
-    assert after.config == expected_config(metrics_endpoint=PATCHED_METRICS)
+    assert doc(before) == expected_config()  # no metricsEndpoint: no metrics server
+    assert doc(after) == expected_config(metrics_endpoint=PATCHED_METRICS)
     assert loaded(before).admin.metrics_endpoint == ""
     assert loaded(after).admin.metrics_endpoint == PATCHED_METRICS
 
@@ -117,13 +131,13 @@ def test_spec_fields_map_to_config() -> None:
     result = run(gc)
     assert result.config is not None
     assert result.configmap == ("stunner", "my-config")
-    assert result.config["admin"] == {
+    assert doc(result)["admin"] == {
         "name": "stunner/stunner-gatewayconfig",
         "loglevel": "all:DEBUG,turn:INFO",
         "healthcheck_endpoint": "http://0.0.0.0:9000",
     }
-    assert result.config["auth"]["realm"] == "example.com"
-    (lis,) = result.config["listeners"]
+    assert doc(result)["auth"]["realm"] == "example.com"
+    (lis,) = doc(result)["listeners"]
     assert (lis["min_relay_port"], lis["max_relay_port"]) == (40000, 40100)
 
 
@@ -131,7 +145,7 @@ def test_longterm_auth() -> None:
     gc = o.gatewayconfig(userName=None, password=None, authType="longterm", sharedSecret="s3cr3t")
     result = run(gc)
     assert result.config is not None
-    assert result.config["auth"] == {
+    assert doc(result)["auth"] == {
         "type": "longterm",
         "realm": "stunner.l7mp.io",
         "credentials": {"secret": "s3cr3t"},
@@ -143,11 +157,11 @@ def test_auth_ref_secret_overrides_inline_credentials() -> None:
     secret = o.auth_secret(type="plaintext", username="ref-user", password="ref-pass")
     result = run(gc, secrets=[secret])
     assert result.config is not None
-    assert result.config["auth"]["credentials"] == {"username": "ref-user", "password": "ref-pass"}
+    assert doc(result)["auth"]["credentials"] == {"username": "ref-user", "password": "ref-pass"}
     longterm = o.auth_secret(type="longterm", secret="from-secret")
     result = run(gc, secrets=[longterm])
     assert result.config is not None
-    assert result.config["auth"]["credentials"] == {"secret": "from-secret"}
+    assert doc(result)["auth"]["credentials"] == {"secret": "from-secret"}
 
 
 def test_all_listener_protocols_and_public_address() -> None:
@@ -164,17 +178,17 @@ def test_all_listener_protocols_and_public_address() -> None:
     )
     result = run(gateways=[gw], secrets=[o.tls_secret()])
     assert result.config is not None
-    got = [(x["name"], x["protocol"], x["port"]) for x in result.config["listeners"]]
+    got = [(x["name"], x["protocol"], x["port"]) for x in doc(result)["listeners"]]
     assert got == [
         ("stunner/udp-gateway/udp", "UDP", 3478),
         ("stunner/udp-gateway/tcp", "TCP", 3478),
         ("stunner/udp-gateway/tls", "TLS", 3479),
         ("stunner/udp-gateway/dtls", "DTLS", 3479),
     ]
-    for lis in result.config["listeners"]:
+    for lis in doc(result)["listeners"]:
         assert (lis["public_address"], lis["public_port"]) == ("1.2.3.4", lis["port"])
         assert lis["routes"] == ["stunner/media-plane"]
-    tls = result.config["listeners"][2]
+    tls = doc(result)["listeners"][2]
     assert (tls["cert"], tls["key"]) == (o.b64(o.CERT_PEM), o.b64(o.KEY_PEM))
     assert loaded(result).listener("stunner/udp-gateway/tls").cert == o.CERT_PEM.encode()  # type: ignore[union-attr]
     status = result.gateways[("stunner", "udp-gateway")]
@@ -196,7 +210,7 @@ def test_tls_listener_without_secret_is_left_out_with_a_reason() -> None:
     )
     result = run(gateways=[gw])
     assert result.config is not None
-    assert [x["name"] for x in result.config["listeners"]] == ["stunner/udp-gateway/udp"]
+    assert [x["name"] for x in doc(result)["listeners"]] == ["stunner/udp-gateway/udp"]
     resolved = listener_conditions(result, "tls")[cond.RESOLVED_REFS]
     assert resolved == Condition(
         cond.RESOLVED_REFS,
@@ -218,7 +232,7 @@ def test_unsupported_protocol_and_port_conflict() -> None:
     )
     result = run(gateways=[gw])
     assert result.config is not None
-    names = [x["name"] for x in result.config["listeners"]]
+    names = [x["name"] for x in doc(result)["listeners"]]
     assert names == ["stunner/udp-gateway/udp", "stunner/udp-gateway/tcp"]
     http = listener_conditions(result, "http")
     assert (http[cond.ACCEPTED].status, http[cond.ACCEPTED].reason) == (
@@ -255,11 +269,11 @@ def test_route_section_name_selects_the_listener() -> None:
     route = o.udproute(parents=[{"name": "udp-gateway", "sectionName": "tcp"}])
     result = run(gateways=[gw], routes=[route])
     assert result.config is not None
-    assert [x["routes"] for x in result.config["listeners"]] == [[], ["stunner/media-plane"]]
+    assert [x["routes"] for x in doc(result)["listeners"]] == [[], ["stunner/media-plane"]]
     wrong = o.udproute(parents=[{"name": "udp-gateway", "sectionName": "nope"}])
     result = run(gateways=[gw], routes=[wrong])
     assert result.config is not None
-    assert result.config["clusters"] == []  # attached nowhere: no cluster
+    assert doc(result)["clusters"] == []  # attached nowhere: no cluster
     (parent,) = route_conditions(result)
     assert parent[cond.ACCEPTED].reason == cond.NO_MATCHING_PARENT
 
@@ -267,7 +281,7 @@ def test_route_section_name_selects_the_listener() -> None:
 def test_route_from_other_namespace_needs_allowed_routes_all() -> None:
     route = o.udproute(namespace="media", parents=[{"name": "udp-gateway", "namespace": "stunner"}])
     result = run(routes=[route])
-    assert result.config is not None and result.config["clusters"] == []
+    assert result.config is not None and doc(result)["clusters"] == []
     (parent,) = [{c.type: c for c in p.conditions} for p in result.routes[("media", "media-plane")]]
     assert parent[cond.ACCEPTED].reason == cond.NOT_ALLOWED_BY_LISTENERS
     gw = o.gateway(
@@ -277,14 +291,14 @@ def test_route_from_other_namespace_needs_allowed_routes_all() -> None:
     )
     result = run(gateways=[gw], routes=[route])
     assert result.config is not None
-    assert [x["name"] for x in result.config["clusters"]] == ["media/media-plane"]
+    assert [x["name"] for x in doc(result)["clusters"]] == ["media/media-plane"]
 
 
 def test_route_to_a_foreign_gateway_is_ignored() -> None:
     route = o.udproute(parents=[{"name": "someone-elses-gateway"}])
     result = run(routes=[route])
     assert result.routes == {}
-    assert result.config is not None and result.config["clusters"] == []
+    assert result.config is not None and doc(result)["clusters"] == []
 
 
 def test_backends_missing_service_and_wrong_kind() -> None:
@@ -297,7 +311,7 @@ def test_backends_missing_service_and_wrong_kind() -> None:
     )
     result = run(routes=[route])
     assert result.config is not None
-    assert result.config["clusters"] == [CLUSTER]  # what resolved is still rendered
+    assert doc(result)["clusters"] == [CLUSTER]  # what resolved is still rendered
     (parent,) = route_conditions(result)
     assert parent[cond.ACCEPTED].status is True
     assert parent[cond.RESOLVED_REFS] == Condition(
@@ -313,7 +327,7 @@ def test_headless_service_and_not_ready_endpoints() -> None:
     eps = o.endpoints(ips=("10.244.0.5",), not_ready=("10.244.9.9",))
     result = run(services=[svc], endpoints=[eps])
     assert result.config is not None
-    assert result.config["clusters"][0]["endpoints"] == ["10.244.0.5"]
+    assert doc(result)["clusters"][0]["endpoints"] == ["10.244.0.5"]
 
 
 BAD_SPECS = [
@@ -373,7 +387,7 @@ def test_bad_listener_does_not_reject_the_gatewayconfig() -> None:
     gw = o.gateway(listeners=[o.listener("udp", "UDP", 0)])
     result = run(gateways=[gw])
     assert result.error is None and result.config is not None
-    assert result.config["listeners"] == []
+    assert doc(result)["listeners"] == []
     programmed = {c.type: c for c in result.gateways[("stunner", "udp-gateway")].conditions}
     assert programmed[cond.PROGRAMMED] == Condition(
         cond.PROGRAMMED, False, cond.INVALID, "no usable listeners"
@@ -386,7 +400,7 @@ def test_several_gateways_are_ordered_by_name() -> None:
     route = o.udproute(parents=[{"name": "a-gateway"}, {"name": "b-gateway"}])
     result = run(gateways=[a, b], routes=[route])
     assert result.config is not None
-    assert [x["name"] for x in result.config["listeners"]] == [
+    assert [x["name"] for x in doc(result)["listeners"]] == [
         "stunner/a-gateway/l",
         "stunner/b-gateway/l",
     ]
@@ -412,7 +426,7 @@ def test_public_address_skips_what_is_not_an_ip() -> None:
     )
     result = run(gateways=[gw])
     assert result.config is not None
-    (lis,) = result.config["listeners"]
+    (lis,) = doc(result)["listeners"]
     assert (lis["public_address"], lis["public_port"]) == ("5.6.7.8", 3478)
 
 
@@ -426,22 +440,21 @@ def test_certificate_without_end_armour_is_a_listener_problem() -> None:
     )
     result = run(gateways=[gw], secrets=[secret])
     assert result.error is None and result.config is not None
-    assert result.config["listeners"] == []
+    assert doc(result)["listeners"] == []
     assert listener_conditions(result, "tls")[cond.RESOLVED_REFS].message == (
         "Secret stunner/stunner-tls needs PEM tls.crt and tls.key"
     )
 
 
-def test_a_config_stunnerd_would_reject_is_never_returned(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The last guard: whatever slips past the checks above is caught by stunnerd's loader."""
-    from stunner.operator import render as render_module
-
-    monkeypatch.setattr(render_module, "_admin", lambda sp, gc: {"nmae": "typo"})
-    result = run()
+def test_a_config_stunnerd_would_reject_is_never_returned() -> None:
+    """The last guard: a value the typed config can hold but stunnerd refuses (here a Service
+    whose clusterIP is not an IP) is caught by loading the rendered text as stunnerd would."""
+    result = run(services=[o.service(cluster_ip="not-an-ip")])
     assert result.config is None
-    assert (
-        result.error
-        == "rendered config rejected by stunnerd: admin.nmae: unknown field, did you mean 'name'?"
+    assert result.error == (
+        "rendered config rejected by stunnerd: stunnerd.conf: clusters[0].endpoints[2]: "
+        "must be an IP address or CIDR, got 'not-an-ip'"
     )
+    bad = stunner_config.StunnerConfig(listeners=(stunner_config.ListenerConfig("x", port=70000),))
     with pytest.raises(stunner_config.ConfigError):
-        check_config({"version": "v1alpha1", "listeners": [{"name": "x", "port": 0.5}]})
+        check_config(bad)

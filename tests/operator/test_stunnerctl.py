@@ -11,10 +11,9 @@ import pytest
 import yaml
 
 from stunner.cli import stunnerctl
-from stunner.operator.render import dump_config
 
 from . import objects as o
-from .test_render import PATCHED_METRICS, SPEC_METRICS, expected_config
+from .test_render import PATCHED_METRICS, SPEC_METRICS, expected_text
 
 
 def write(tmp_path: Path, name: str, *docs: Any) -> str:
@@ -59,7 +58,7 @@ def test_render_prints_the_stunnerd_config(
 ) -> None:
     assert run(files, capsys) == (
         0,
-        dump_config(expected_config(metrics_endpoint=SPEC_METRICS)),
+        expected_text(metrics_endpoint=SPEC_METRICS),
         "",
     )
 
@@ -162,7 +161,7 @@ def test_console_script(files: list[str]) -> None:
         [str(exe), *files], capture_output=True, text=True, timeout=60, check=False
     )
     assert (done.returncode, done.stderr) == (0, "")
-    assert done.stdout == dump_config(expected_config(metrics_endpoint=SPEC_METRICS))
+    assert done.stdout == expected_text(metrics_endpoint=SPEC_METRICS)
 
 
 def test_needs_neither_kopf_nor_a_kubernetes_client(files: list[str]) -> None:
@@ -179,7 +178,7 @@ def test_needs_neither_kopf_nor_a_kubernetes_client(files: list[str]) -> None:
         check=False,
     )
     assert (done.returncode, done.stderr) == (0, "")
-    assert done.stdout == dump_config(expected_config(metrics_endpoint=SPEC_METRICS))
+    assert done.stdout == expected_text(metrics_endpoint=SPEC_METRICS)
 
 
 def test_help_describes_every_option_and_its_example_runs(

@@ -2,31 +2,12 @@
 
 from __future__ import annotations
 
-import socket
-
 from stunner.turn.relay import RelayPortAllocator
-
-
-def free_ports(count: int) -> int:
-    """The first port of ``count`` consecutive free UDP ports on 127.0.0.1."""
-    for base in range(47100, 60000, count):
-        socks = []
-        try:
-            for port in range(base, base + count):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                socks.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
-    raise RuntimeError("no free port range")
+from testkit.ports import free_udp_block
 
 
 def test_small_range_is_used_up_then_none() -> None:
-    base = free_ports(6)
+    base = free_udp_block(6)
     ports = RelayPortAllocator("127.0.0.1", base, base + 5)
     socks = [ports.bind() for _ in range(6)]
     try:
