@@ -35,8 +35,9 @@ from .health import Health
 from .httpd import HttpServer, Response
 from .listener import Listener, needs_restart
 from .logs import setup_logging
-from .stats import ListenerStats
-from .telemetry import StatsSource, build_registry, exposition
+from .stats import ListenerSample, ListenerStats
+from .telemetry import StatsSource, build_registry, exposition, listener_sample
+from .turn import Allocation, DeleteReason
 from .turn.limits import Quotas
 
 logger = logging.getLogger("stunner.daemon")
@@ -85,8 +86,17 @@ class Stunner:
         self._health_url: str | None = ""
         self._drained = asyncio.Event()
 
-    def iter_stats(self) -> Iterator[tuple[str, ListenerStats]]:
-        return iter(list(self.stats.items()))
+    def iter_stats(self) -> Iterator[tuple[str, ListenerSample]]:
+        """Every configured listener's sample, read now (a scrape, or a worker's report)."""
+        for name, stats in list(self.stats.items()):
+            yield name, self.sample(name, stats)
+
+    def sample(self, name: str, stats: ListenerStats | None = None) -> ListenerSample:
+        stats = self.stats[name] if stats is None else stats
+        lis = self.listeners.get(name)
+        if lis is None:  # not running (failed to start, or between stop and start)
+            return listener_sample(stats, (), 0)
+        return listener_sample(stats, lis.server.allocations.values(), len(lis.streams))
 
     def allocation_count(self) -> int:
         return sum(len(lis.server.allocations) for lis in self.listeners.values())
@@ -119,7 +129,7 @@ class Stunner:
         if change.auth_changed or self.authenticator is None:
             self.authenticator = make_authenticator(new.auth)
             for lis in self.listeners.values():
-                lis.server.authenticator = self.authenticator
+                lis.server.auth.authenticator = self.authenticator
 
         clusters_changed = False
         for cfg in change.clusters_removed:
@@ -135,7 +145,7 @@ class Stunner:
         for removed in change.listeners_removed:
             stopped = self.listeners.pop(removed.name, None)
             if stopped is not None:
-                await stopped.stop()
+                await stopped.stop(DeleteReason.LISTENER_REMOVED)
             del self.stats[removed.name]
             logger.info("listener %s removed", removed.name)
         for old_l, new_l in change.listeners_changed:
@@ -145,7 +155,7 @@ class Stunner:
                 logger.info("listener %s updated in place", new_l.name)
                 continue
             if running is not None:
-                await running.stop()
+                await running.stop(DeleteReason.LISTENER_REMOVED)
                 del self.listeners[new_l.name]
             await self._start_listener(new_l)
         for added in change.listeners_added:
@@ -184,8 +194,8 @@ class Stunner:
             self.reuse_port,
             limits=self._limits,
             quotas=self.quotas,
+            events=self,
         )
-        lis.server.on_allocations_empty = self._check_drained
         try:
             await lis.start()
         except (OSError, ValueError) as exc:
@@ -229,6 +239,14 @@ class Stunner:
     def _metrics(self, path: str) -> Response:
         return 200, "text/plain; version=0.0.4; charset=utf-8", exposition(self.registry)
 
+    # allocation events (AllocationObserver), for the drain
+
+    def created(self, alloc: Allocation) -> None:
+        pass
+
+    def deleted(self, alloc: Allocation, reason: DeleteReason) -> None:
+        self._check_drained()
+
     # shutdown
 
     def _check_drained(self) -> None:
@@ -258,7 +276,7 @@ class Stunner:
     async def close(self) -> None:
         self.health.ready = False
         for lis in self.listeners.values():
-            await lis.stop()
+            await lis.stop(DeleteReason.SHUTDOWN)
         self.listeners.clear()
         for cluster in self.clusters.values():
             cluster.stop()
