@@ -13,7 +13,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from . import constants
 from .auth import Authenticator, LongTermAuth, PlaintextAuth
@@ -49,6 +49,19 @@ def make_authenticator(auth: AuthConfig) -> Authenticator:
     if auth.type == "longterm":
         return LongTermAuth(auth.realm, auth.secret)
     return PlaintextAuth(auth.realm, auth.username, auth.password)
+
+
+class OnDeleted:
+    """An AllocationObserver that calls back on every deletion: the drain waits on it."""
+
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self.callback = callback
+
+    def created(self, alloc: Allocation) -> None:
+        pass
+
+    def deleted(self, alloc: Allocation, reason: DeleteReason) -> None:
+        self.callback()
 
 
 class Stunner:
@@ -194,7 +207,7 @@ class Stunner:
             self.reuse_port,
             limits=self._limits,
             quotas=self.quotas,
-            events=self,
+            events=OnDeleted(self._check_drained),
         )
         try:
             await lis.start()
@@ -238,14 +251,6 @@ class Stunner:
 
     def _metrics(self, path: str) -> Response:
         return 200, "text/plain; version=0.0.4; charset=utf-8", exposition(self.registry)
-
-    # allocation events (AllocationObserver), for the drain
-
-    def created(self, alloc: Allocation) -> None:
-        pass
-
-    def deleted(self, alloc: Allocation, reason: DeleteReason) -> None:
-        self._check_drained()
 
     # shutdown
 
