@@ -2,7 +2,7 @@
 
 Three entry points, as the relay's listeners call them:
 - ``datagram``: one UDP datagram, sent over loopback to a listener socket and read by
-  ``UdpListenerReceiver.drain`` (STUN parse, the unauthenticated control path, and
+  ``DatagramIngress.drain`` (STUN parse, the unauthenticated control path, and
   ChannelData on a standing allocation with a channel);
 - ``stream``: one TCP/TLS connection's bytes, cut into chunks, into ``data_received``;
 - ``signed``: authenticated requests with hostile attributes, signed by the harness, so the
@@ -17,17 +17,19 @@ from __future__ import annotations
 import math
 import socket
 import struct
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
 from stunner.auth import PlaintextAuth, long_term_key
 from stunner.config import LimitsConfig
-from stunner.listener import StreamConnectionProtocol, UdpListenerReceiver
+from stunner.listener import StreamConnectionProtocol
 from stunner.stats import ListenerStats
 from stunner.stun import Class, Message, Method, pack_channel_data, parse_message
 from stunner.stun.message import message_type
-from stunner.turn import Allocation, ClientEndpoint, TurnServer
+from stunner.telemetry import listener_sample
+from stunner.turn import Allocation, Client, DatagramClient, TurnServer
+from stunner.turn.datapath import DatagramIngress
 from tests.support import ErrorLog, sign_raw, tlv
 
 REALM = "stunner.l7mp.io"
@@ -93,20 +95,15 @@ def make_server(name: str) -> TurnServer:
     )
 
 
-def standing_allocation(server: TurnServer, key: Hashable, transport: Any, stream: bool) -> None:
+def standing_allocation(server: TurnServer, client: Client) -> None:
     """An allocation with a permission and a channel to PEER, relaying into a Sink."""
-    alloc = Allocation(key, CLIENT, transport, stream, USER, server.stats)
+    alloc = Allocation(client, USER)
     alloc.relay = Sink(client_bound=False)  # type: ignore[assignment]
     alloc.expires_at = math.inf
-    alloc.permissions[PEER[0]] = math.inf
+    alloc.permit(PEER[0], math.inf)
     alloc.bind_channel(CHANNEL, PEER, math.inf)
-    server.allocations[key] = alloc
+    server.allocations[client.key] = alloc
     server.quotas.add(USER)
-    stats = server.stats
-    stats.allocations += 1
-    stats.cluster_connections += 1
-    if not stream:
-        stats.connections += 1
 
 
 class DatagramTarget:
@@ -123,10 +120,10 @@ class DatagramTarget:
         self.server = make_server("fuzz-udp")
         self.listener = self._socket()
         self.client = self._socket()
-        self.receiver = UdpListenerReceiver(self.server, self.listener)
+        self.receiver = DatagramIngress(self.server, self.listener)
         self.address = self.listener.getsockname()
         key = self.client.getsockname()
-        standing_allocation(self.server, key, self.listener, stream=False)
+        standing_allocation(self.server, DatagramClient(self.listener, key))
         # ChannelData leaves through a real relay socket (sendmmsg needs one), to PEER on
         # loopback, where nothing listens.
         relay = self._socket()
@@ -185,7 +182,8 @@ class StreamTarget:
         transport = StreamSink()
         proto = StreamConnectionProtocol(server)
         proto.connection_made(transport)  # type: ignore[arg-type]
-        standing_allocation(server, proto, transport, stream=True)
+        assert proto.client is not None
+        standing_allocation(server, proto.client)
         chunk = 1 + (data[0] % 97 if data else 0)
         body = data[1:]
         for start in range(0, len(body), chunk):
@@ -194,7 +192,7 @@ class StreamTarget:
             proto.data_received(body[start : start + chunk])
         proto.connection_lost(None)
         stats = server.stats
-        if stats.connections or stats.allocations or server.stream_sources or server.allocations:
+        if proto.connections.open or proto.connections.per_source or server.allocations:
             raise FuzzFailure("connection state left behind after close")
         if stats.rx_bytes > self.bytes_seen + len(body):
             raise FuzzFailure("more bytes counted than received")
@@ -241,7 +239,7 @@ class SignedTarget:
     def __init__(self) -> None:
         self.server = make_server("fuzz-signed")
         self.client = Sink(client_bound=True)
-        self.endpoint = ClientEndpoint(CLIENT, CLIENT, self.client, False)
+        self.endpoint = DatagramClient(self.client, CLIENT)  # type: ignore[arg-type]
         self.key = long_term_key(USER, REALM, PASSWORD)
 
     def encode(self, data: bytes) -> bytes:
@@ -250,7 +248,7 @@ class SignedTarget:
         method = self.METHODS[data[0] % len(self.METHODS)]
         klass = Class.INDICATION if method == Method.SEND else Class.REQUEST
         shape = data[1]
-        nonce = self.server.make_nonce()
+        nonce = self.server.auth.make_nonce()
         if shape & 0x01:
             nonce = nonce[:8] + data[2:10]  # a stamp with a hostile MAC
         username = USER if not shape & 0x02 else data[2:12].decode("utf-8", "replace")
@@ -274,7 +272,7 @@ class SignedTarget:
                 alloc.relay = sink  # type: ignore[assignment]
         if self.client.packets - before > 1:
             raise FuzzFailure("more than one answer to one request")
-        stats = server.stats
+        stats = listener_sample(server.stats, server.allocations.values(), 0)
         if not stats.allocations == len(server.allocations) == stats.connections <= 1:
             raise FuzzFailure("allocation gauges disagree with the allocation table")
 

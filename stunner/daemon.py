@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from . import constants
 from .auth import Authenticator, LongTermAuth, PlaintextAuth
@@ -35,8 +35,9 @@ from .httpd import HttpServer, Response
 from .listener import Listener, needs_restart
 from .logs import setup_logging
 from .readiness import ReadinessCollector, ReloadStatus
-from .stats import ListenerStats
-from .telemetry import StatsSource, build_registry, exposition
+from .stats import ListenerSample, ListenerStats
+from .telemetry import StatsSource, build_registry, exposition, listener_sample
+from .turn import Allocation, DeleteReason
 from .turn.limits import Quotas
 
 logger = logging.getLogger("stunner.daemon")
@@ -49,6 +50,19 @@ def make_authenticator(auth: AuthConfig) -> Authenticator:
     if auth.type == "longterm":
         return LongTermAuth(auth.realm, auth.secret)
     return PlaintextAuth(auth.realm, auth.username, auth.password)
+
+
+class OnDeleted:
+    """An AllocationObserver that calls back on every deletion: the drain waits on it."""
+
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self.callback = callback
+
+    def created(self, alloc: Allocation) -> None:
+        pass
+
+    def deleted(self, alloc: Allocation, reason: DeleteReason) -> None:
+        self.callback()
 
 
 class Stunner:
@@ -93,8 +107,17 @@ class Stunner:
         self.health_server: HttpServer | None = None
         self._drained = asyncio.Event()
 
-    def iter_stats(self) -> Iterator[tuple[str, ListenerStats]]:
-        return iter(list(self.stats.items()))
+    def iter_stats(self) -> Iterator[tuple[str, ListenerSample]]:
+        """Every configured listener's sample, read now (a scrape, or a worker's report)."""
+        for name, stats in list(self.stats.items()):
+            yield name, self.sample(name, stats)
+
+    def sample(self, name: str, stats: ListenerStats | None = None) -> ListenerSample:
+        stats = self.stats[name] if stats is None else stats
+        lis = self.listeners.get(name)
+        if lis is None:  # not running (failed to start, or between stop and start)
+            return listener_sample(stats, (), 0)
+        return listener_sample(stats, lis.server.allocations.values(), len(lis.streams))
 
     def allocation_count(self) -> int:
         return sum(len(lis.server.allocations) for lis in self.listeners.values())
@@ -141,7 +164,7 @@ class Stunner:
         if change.auth_changed or self.authenticator is None:
             self.authenticator = make_authenticator(new.auth)
             for lis in self.listeners.values():
-                lis.server.authenticator = self.authenticator
+                lis.server.auth.authenticator = self.authenticator
 
         clusters_changed = False
         for cfg in change.clusters_removed:
@@ -157,7 +180,7 @@ class Stunner:
         for removed in change.listeners_removed:
             stopped = self.listeners.pop(removed.name, None)
             if stopped is not None:
-                await stopped.stop()
+                await stopped.stop(DeleteReason.LISTENER_REMOVED)
             del self.stats[removed.name]
             self.listener_errors.pop(removed.name, None)
             self._retry.pop(removed.name, None)
@@ -169,7 +192,7 @@ class Stunner:
                 logger.info("listener %s updated in place", new_l.name)
                 continue
             if running is not None:
-                await running.stop()
+                await running.stop(DeleteReason.LISTENER_REMOVED)
                 del self.listeners[new_l.name]
             await self._start_listener(new_l)
         for added in change.listeners_added:
@@ -208,8 +231,8 @@ class Stunner:
             self.reuse_port,
             limits=self._limits,
             quotas=self.quotas,
+            events=OnDeleted(self._check_drained),
         )
-        lis.server.on_allocations_empty = self._check_drained
         try:
             await lis.start()
         except (OSError, ValueError) as exc:
@@ -316,7 +339,7 @@ class Stunner:
         self.health.ready = False
         self._stop_retrying()
         for lis in self.listeners.values():
-            await lis.stop()
+            await lis.stop(DeleteReason.SHUTDOWN)
         self.listeners.clear()
         for cluster in self.clusters.values():
             cluster.stop()

@@ -1,29 +1,28 @@
-"""Listener transports: UDP, TCP and TLS sockets feeding one ``TurnServer``.
+"""Listener transports: the UDP, TCP and TLS sockets of one listener, feeding one ``TurnServer``.
 
-``UdpListenerReceiver.drain`` (UDP) and ``_frame_received`` (TCP/TLS) are the client-to-peer
-hot path: count the frame, and if it is ChannelData forward it with two dict lookups and one
-``sendto``. No logging, tasks or locks on that path; STUN goes to the server's control path.
+A listener owns sockets and framing only. A UDP socket is drained by
+``stunner.turn.datapath.DatagramIngress``; a TCP/TLS connection cuts its byte stream into
+frames (``StreamConnectionProtocol.data_received``) and hands each to its
+``stunner.turn.datapath.StreamIngress``. Relaying, TURN rules and counting live there; the
+open connections (and how many per source) live here, in ``StreamConnections``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import socket
-import struct
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 
 from .auth import Authenticator
-from .batchio import HEADROOM, SLOT, DatagramBatch, shared_batch
 from .cluster import Admission
 from .config import LimitsConfig, ListenerConfig
 from .config.certs import server_context as ssl_context
 from .stats import ListenerStats
-from .stun import Address
 from .stun.channel import stream_frame_length
 from .tls import TlsServerProtocol
-from .turn import Allocation, ClientEndpoint, TurnServer
+from .turn import AllocationObserver, DeleteReason, StreamClient, TurnServer
+from .turn.datapath import AllocationCounter, DatagramIngress, StreamIngress
 from .turn.limits import Quotas
 from .udp import DatagramSocket
 
@@ -31,97 +30,30 @@ logger = logging.getLogger("stunner.listener")
 
 LISTENER_SOCKET_BUFFER = 4 * 1024 * 1024
 
-_CHANNEL_HEADER = struct.Struct("!HH").unpack_from
 
+class StreamConnections:
+    """The open TCP/TLS connections of one listener, and how many each source IP holds."""
 
-def forward_channel_data(
-    allocations: dict[Hashable, Allocation], key: Hashable, data: bytes, stats: ListenerStats
-) -> None:
-    """Relay one ChannelData frame from a TCP/TLS client to its peer (RFC 8656 12.5), or drop
-    it silently. (UDP does the same in ``UdpListenerReceiver.drain``, batched.)"""
-    alloc = allocations.get(key)
-    if alloc is None:
-        return
-    channel, length = _CHANNEL_HEADER(data)
-    peer = alloc.channels.get(channel)
-    if peer is None or length > len(data) - 4 or peer[0] not in alloc.permissions:
-        return
-    try:
-        alloc.relay.sendto(data[4 : 4 + length], peer)  # type: ignore[union-attr]
-    except OSError:
-        return  # dropped by the kernel (full send buffer, unreachable): not relayed
-    stats.cluster_tx_packets += 1
-    stats.cluster_tx_bytes += length
+    def __init__(self) -> None:
+        self.open: set[StreamConnectionProtocol] = set()
+        self.per_source: dict[str, int] = {}
 
+    def __len__(self) -> int:
+        return len(self.open)
 
-class UdpListenerReceiver:
-    """Every datagram that reaches a UDP listener socket: ChannelData here, STUN to the server.
+    def add(self, connection: StreamConnectionProtocol, source: str, cap: int) -> bool:
+        """Register a new connection; False if its source is over ``cap`` (0: no cap)."""
+        self.open.add(connection)
+        held = self.per_source[source] = self.per_source.get(source, 0) + 1
+        return not cap or held <= cap
 
-    Answers go out through the socket itself (``ClientEndpoint.send`` calls its ``sendto``).
-    """
-
-    __slots__ = ("allocations", "batch", "server", "sock", "stats")
-
-    def __init__(
-        self, server: TurnServer, sock: socket.socket, batch: DatagramBatch | None = None
-    ) -> None:
-        self.server = server
-        self.stats = server.stats
-        self.allocations = server.allocations
-        self.sock = sock
-        self.batch = batch or shared_batch()
-
-    def drain(self) -> None:
-        # Hot path. One recvmmsg for the wake-up; every datagram counts, malformed ones
-        # included. ChannelData payloads stay in their slots and queue up while they go to
-        # the same relay socket and peer; each run leaves with one sendmmsg (a burst from one
-        # client is one run). Only STUN is copied out, after the queue has gone, so that a
-        # Send indication cannot overtake ChannelData. Counters are added once per wake-up.
-        batch = self.batch
-        sizes, addresses = batch.receive(self.sock)
-        if not sizes:
-            return
-        allocations = self.allocations
-        memory, view = batch.memory, batch.view
-        relay: socket.socket | None = None
-        peer: Address | None = None
-        starts: list[int] = []
-        lengths: list[int] = []
-        tx_packets = tx_bytes = 0
-        try:
-            for i, (size, addr) in enumerate(zip(sizes, addresses, strict=True)):
-                offset = SLOT * i + HEADROOM
-                if size < 4 or memory[offset] & 0xC0 != 0x40:
-                    packets, sent = batch.send(relay, peer, starts, lengths)
-                    tx_packets += packets
-                    tx_bytes += sent
-                    data = bytes(view[offset : offset + size])
-                    self.server.handle_stun(data, ClientEndpoint(addr, addr, self.sock, False))
-                    continue
-                alloc = allocations.get(addr)
-                if alloc is None:
-                    continue
-                channel, length = _CHANNEL_HEADER(memory, offset)
-                to = alloc.channels.get(channel)
-                if to is None or length > size - 4 or to[0] not in alloc.permissions:
-                    continue
-                sock = alloc.relay.sock  # type: ignore[union-attr]
-                if sock is not relay or to is not peer:
-                    packets, sent = batch.send(relay, peer, starts, lengths)
-                    tx_packets += packets
-                    tx_bytes += sent
-                    relay, peer = sock, to
-                starts.append(offset + 4)
-                lengths.append(length)
-            packets, sent = batch.send(relay, peer, starts, lengths)
-            tx_packets += packets
-            tx_bytes += sent
-        finally:
-            stats = self.stats
-            stats.rx_packets += len(sizes)
-            stats.rx_bytes += sum(sizes)
-            stats.cluster_tx_packets += tx_packets
-            stats.cluster_tx_bytes += tx_bytes
+    def remove(self, connection: StreamConnectionProtocol, source: str) -> None:
+        self.open.discard(connection)
+        left = self.per_source.get(source, 1) - 1
+        if left > 0:
+            self.per_source[source] = left
+        else:
+            self.per_source.pop(source, None)
 
 
 class StreamConnectionProtocol(asyncio.Protocol):
@@ -132,12 +64,13 @@ class StreamConnectionProtocol(asyncio.Protocol):
     maximum frame size.
     """
 
-    def __init__(self, server: TurnServer) -> None:
+    def __init__(self, server: TurnServer, connections: StreamConnections | None = None) -> None:
         self.server = server
-        self.stats = server.stats
-        self.allocations = server.allocations
+        self.connections = connections if connections is not None else StreamConnections()
         self.buffer = bytearray()
-        self.endpoint: ClientEndpoint | None = None
+        self.client: StreamClient | None = None
+        self.ingress: StreamIngress | None = None
+        self.frame_received: Callable[[bytes], None] = _not_connected
         self.transport: asyncio.Transport | None = None
         self.source = ""
         self.last_frame = 0.0
@@ -146,16 +79,13 @@ class StreamConnectionProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername") or ("0.0.0.0", 0)
-        self.endpoint = ClientEndpoint(self, (peer[0], peer[1]), transport, True)
-        self.stats.connections += 1
-        self.stats.connections_total += 1
+        self.client = StreamClient(self.transport, (peer[0], peer[1]))  # type: ignore[arg-type]
+        self.ingress = StreamIngress(self.server, self.client)
+        self.frame_received = self.ingress.frame
+        self.ingress.opened()
         self.source = peer[0]
-        sources = self.server.stream_sources
-        sources[self.source] = sources.get(self.source, 0) + 1
         limits = self.server.limits
-        if limits.tcp_connections_per_source and (
-            sources[self.source] > limits.tcp_connections_per_source
-        ):
+        if not self.connections.add(self, self.source, limits.tcp_connections_per_source):
             transport.close()
             return
         loop = asyncio.get_running_loop()
@@ -168,7 +98,7 @@ class StreamConnectionProtocol(asyncio.Protocol):
         timeout = self.server.limits.tcp_idle_timeout
         loop = asyncio.get_running_loop()
         idle = loop.time() - self.last_frame
-        if timeout and idle >= timeout and self not in self.allocations:
+        if timeout and idle >= timeout and self.client not in self.server.allocations:
             self.transport.close()
             return
         self._idle_timer = loop.call_later(
@@ -176,15 +106,11 @@ class StreamConnectionProtocol(asyncio.Protocol):
         )
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.stats.connections -= 1
         if self._idle_timer is not None:
             self._idle_timer.cancel()
-        left = self.server.stream_sources.get(self.source, 1) - 1
-        if left > 0:
-            self.server.stream_sources[self.source] = left
-        else:
-            self.server.stream_sources.pop(self.source, None)
-        self.server.connection_closed(self)
+        self.connections.remove(self, self.source)
+        if self.client is not None:
+            self.server.connection_closed(self.client)
 
     def data_received(self, data: bytes) -> None:
         # Stream hot path: frames are cut straight out of ``data``; only a frame split across
@@ -196,41 +122,27 @@ class StreamConnectionProtocol(asyncio.Protocol):
         size = len(data)
         pos = 0
         max_frame = self.server.limits.max_message_size
+        frame_received = self.frame_received
         while size - pos >= 4:
             total = stream_frame_length(data, pos)
             if total == 0 or total > max_frame:
                 # Not STUN or ChannelData, or too large: the stream cannot be resynchronised.
-                self.stats.rx_packets += 1
-                self.stats.rx_bytes += size - pos
-                assert self.transport is not None
+                assert self.ingress is not None and self.transport is not None
+                self.ingress.unframeable(size - pos)
                 self.transport.close()
                 return
             if size - pos < total:
                 break
-            self._frame_received(data if total == size else data[pos : pos + total])
+            frame_received(data if total == size else data[pos : pos + total])
             pos += total
         if pos:
             self.last_frame = asyncio.get_running_loop().time()
         if pos < size:
             self.buffer += data[pos:]
 
-    def _frame_received(self, frame: bytes) -> None:
-        stats = self.stats
-        stats.rx_packets += 1
-        stats.rx_bytes += len(frame)
-        if frame[0] & 0xC0 == 0x40:
-            forward_channel_data(self.allocations, self, frame, stats)
-            return
-        assert self.endpoint is not None
-        self.server.handle_stun(frame, self.endpoint)
 
-
-def decode_pem(value: bytes | str) -> bytes:
-    """Accept PEM, or base64 of PEM as upstream's config carries it."""
-    raw = value.encode() if isinstance(value, str) else value
-    if raw.lstrip().startswith(b"-----BEGIN"):
-        return raw
-    return base64.b64decode(raw)
+def _not_connected(frame: bytes) -> None:
+    raise RuntimeError("data before connection_made")
 
 
 class Listener:
@@ -245,6 +157,7 @@ class Listener:
         reuse_port: bool = False,
         limits: LimitsConfig | None = None,
         quotas: Quotas | None = None,
+        events: AllocationObserver | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
@@ -262,7 +175,9 @@ class Listener:
             config.max_relay_port,
             limits=limits,
             quotas=quotas,
+            observer=AllocationCounter(stats, then=events),
         )
+        self.streams = StreamConnections()
         self._udp: DatagramSocket | None = None
         self._tcp: asyncio.Server | None = None
 
@@ -287,11 +202,11 @@ class Listener:
             except OSError:
                 sock.close()
                 raise
-            self._udp = DatagramSocket(sock, UdpListenerReceiver(self.server, sock).drain)
+            self._udp = DatagramSocket(sock, DatagramIngress(self.server, sock).drain)
         elif cfg.protocol in ("TCP", "TLS"):
 
             def plain() -> asyncio.Protocol:
-                return StreamConnectionProtocol(self.server)
+                return StreamConnectionProtocol(self.server, self.streams)
 
             factory: Callable[[], asyncio.Protocol] = plain
             if cfg.protocol == "TLS":
@@ -326,8 +241,8 @@ class Listener:
         """Graceful shutdown: existing allocations keep relaying, new Allocates get 508."""
         self.server.accepting = False
 
-    async def stop(self) -> None:
-        self.server.close()
+    async def stop(self, reason: DeleteReason = DeleteReason.LISTENER_REMOVED) -> None:
+        self.server.close(reason)
         if self._udp is not None:
             self._udp.close()  # at once: a restart on the same port can bind
             self._udp = None

@@ -1,8 +1,11 @@
-"""Prometheus exposition: one Collector that reads the listeners' plain counters at scrape time.
+"""Prometheus exposition: one Collector that reads the listeners' state at scrape time.
 
 The data path never touches a prometheus_client metric object (each ``inc()`` takes a lock);
-it bumps ints on ``ListenerStats``, and ``StunnerCollector`` turns them into fresh families on
-each scrape, with exactly the names, labels and HELP strings of DESIGN.md 1.2.
+it bumps ints on ``ListenerStats``. At each scrape ``listener_sample`` reads those counters and
+counts the gauges from the live tables (allocations, open connections), and
+``StunnerCollector`` turns the samples into fresh families, with exactly the names, labels and
+HELP strings of DESIGN.md 1.2. Families are built without a creation time, so no ``_created``
+series appear.
 """
 
 from __future__ import annotations
@@ -11,29 +14,48 @@ import asyncio
 import contextlib
 import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 
-from prometheus_client import (
-    GC_COLLECTOR,
-    PLATFORM_COLLECTOR,
-    PROCESS_COLLECTOR,
-    CollectorRegistry,
-    disable_created_metrics,
-    generate_latest,
-)
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from .stats import ListenerStats
+from .stats import ListenerSample, ListenerStats
+from .turn import Allocation, DatagramClient
 
-disable_created_metrics()  # type: ignore[no-untyped-call]
-del GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR  # we use a private registry
+StatsSource = Callable[[], Iterable[tuple[str, ListenerSample]]]
 
-StatsSource = Callable[[], Iterable[tuple[str, ListenerStats]]]
 
-# (metric, type, HELP as upstream v0.14-0.16 has it, stats field or (rx field, tx field))
+def listener_sample(
+    stats: ListenerStats, allocations: Collection[Allocation], stream_connections: int
+) -> ListenerSample:
+    """One listener now: its counters as counted, its gauges counted from the live tables.
+
+    Every allocation is one upstream (cluster) connection. A downstream connection is an open
+    TCP/TLS connection, or a UDP client's allocation (UDP has no connection of its own).
+    """
+    active = len(allocations)
+    udp_clients = sum(1 for alloc in allocations if isinstance(alloc.client, DatagramClient))
+    return ListenerSample(
+        rx_packets=stats.rx_packets,
+        rx_bytes=stats.rx_bytes,
+        tx_packets=stats.tx_packets,
+        tx_bytes=stats.tx_bytes,
+        connections=stream_connections + udp_clients,
+        connections_total=stats.connections_total,
+        cluster_rx_packets=stats.cluster_rx_packets,
+        cluster_rx_bytes=stats.cluster_rx_bytes,
+        cluster_tx_packets=stats.cluster_tx_packets,
+        cluster_tx_bytes=stats.cluster_tx_bytes,
+        cluster_connections=active,
+        cluster_connections_total=stats.cluster_connections_total,
+        allocations=active,
+    )
+
+
+# (metric, type, HELP as upstream v0.14-0.16 has it, sample field or (rx field, tx field))
 FAMILIES: tuple[tuple[str, str, str, str | tuple[str, str]], ...] = (
     (
         "stunner_listener_connections",
@@ -104,7 +126,7 @@ class StunnerCollector:
     def collect(self) -> Iterator[Metric]:
         return self._families(list(self._source()))
 
-    def _families(self, listeners: list[tuple[str, ListenerStats]]) -> Iterator[Metric]:
+    def _families(self, listeners: list[tuple[str, ListenerSample]]) -> Iterator[Metric]:
         for name, kind, help_text, field in FAMILIES:
             if isinstance(field, tuple):
                 counter = CounterMetricFamily(name, help_text, labels=("direction", "name"))

@@ -18,12 +18,11 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from .stats import FIELDS, ListenerStats
+from .stats import FIELDS, GAUGES, ListenerSample
 
 logger = logging.getLogger("stunner.workers")
 
 PUBLISH_INTERVAL = 0.1
-GAUGES = frozenset({"connections", "cluster_connections", "allocations"})
 COUNTER_INDEXES = tuple(i for i, name in enumerate(FIELDS) if name not in GAUGES)
 RESPAWN_DELAY = (0.5, 5.0)
 
@@ -109,7 +108,7 @@ class WorkerPool:
                 base[i] += values[i]
         worker.latest = {}
 
-    def aggregate(self) -> Iterator[tuple[str, ListenerStats]]:
+    def aggregate(self) -> Iterator[tuple[str, ListenerSample]]:
         names = list(self.listener_names())
         for stale in set(self.base) - set(names):
             del self.base[stale]
@@ -119,10 +118,7 @@ class WorkerPool:
                 values = worker.latest.get(name)
                 if values is not None:
                     totals = [a + b for a, b in zip(totals, values, strict=True)]
-            stats = ListenerStats()
-            for field_name, value in zip(FIELDS, totals, strict=True):
-                setattr(stats, field_name, value)
-            yield name, stats
+            yield name, ListenerSample(*totals)
 
     def signal_all(self, sig: int) -> None:
         for worker in self.workers.values():
@@ -141,7 +137,7 @@ class WorkerPool:
 
 
 async def publish_stats(
-    stats: Callable[[], Iterable[tuple[str, ListenerStats]]],
+    stats: Callable[[], Iterable[tuple[str, ListenerSample]]],
     fd: int,
     on_lost: Callable[[], None],
 ) -> None:
@@ -161,7 +157,7 @@ async def publish_stats(
     watcher = asyncio.get_running_loop().create_task(watch_supervisor())
 
     def send() -> None:
-        snapshot = {name: s.snapshot() for name, s in stats()}
+        snapshot = {name: sample for name, sample in stats()}
         writer.write(json.dumps(snapshot, separators=(",", ":")).encode() + b"\n")
 
     try:

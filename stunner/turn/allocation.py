@@ -1,40 +1,19 @@
-"""One TURN allocation (RFC 8656 6): its relay socket, permissions and channels.
+"""One TURN allocation (RFC 8656 6): its client, relay socket, permissions and channels.
 
 Lifetimes are deadlines on ``time.monotonic()``; the server's sweeper expires them, so the data
-path only does dict lookups.
+path only does dict lookups. The TURN rule for channels is kept here, once: ``routes`` (and
+its reverse ``peer_routes``) hold the channels that may carry data now, bound *and* with a
+permission for the peer's IP. Every change of permissions or channels goes through a method
+that keeps them right, so the forwarding loops need one lookup per datagram.
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable
-from dataclasses import dataclass
-from typing import Any
 
-from ..stats import ListenerStats
 from ..stun import Address
 from ..udp import DatagramSocket
-
-
-@dataclass(slots=True)
-class ClientEndpoint:
-    """Where a request came from and how to answer it (and where an allocation's relayed
-    frames go back to)."""
-
-    key: Hashable  # the allocation table key: the client address (UDP) or the connection (TCP)
-    addr: Address
-    transport: Any
-    stream: bool
-
-    def send(self, data: bytes) -> bool:
-        """Send one answer; False when the kernel dropped it (the client will retransmit)."""
-        if self.stream:
-            self.transport.write(data)
-            return True
-        try:
-            self.transport.sendto(data, self.addr)
-        except OSError:
-            return False
-        return True
+from .clients import Client
 
 
 class Allocation:
@@ -43,66 +22,89 @@ class Allocation:
     __slots__ = (
         "channel_expiry",
         "channels",
-        "client_addr",
-        "client_transport",
+        "client",
         "closed",
         "expires_at",
         "key",
         "peer_channels",
+        "peer_routes",
         "permissions",
         "relay",
         "relay_addr",
         "response",
-        "stats",
-        "stream",
+        "routes",
         "transaction_id",
         "username",
     )
 
-    def __init__(
-        self,
-        key: Hashable,
-        client_addr: Address,
-        client_transport: Any,
-        stream: bool,
-        username: str,
-        stats: ListenerStats,
-    ) -> None:
-        self.key = key
-        self.client_addr = client_addr
-        self.client_transport = client_transport
-        self.stream = stream
+    def __init__(self, client: Client, username: str) -> None:
+        self.client = client
+        self.key: Hashable = client.key
         self.username = username
-        self.stats = stats
         self.relay_addr: Address = ("0.0.0.0", 0)
         self.relay: DatagramSocket | None = None
         self.expires_at = 0.0
         # peer IP -> expiry; RFC 8656 9: permissions ignore the peer port.
         self.permissions: dict[str, float] = {}
-        # channel number <-> peer transport address, both ways for O(1) lookups.
+        # channel number <-> peer transport address as bound, with the channel's expiry.
         self.channels: dict[int, Address] = {}
         self.peer_channels: dict[Address, int] = {}
         self.channel_expiry: dict[int, float] = {}
+        # The channels open for data, both ways (see the module docstring). The relay
+        # receiver binds these dicts once, so they are changed in place, never replaced.
+        self.routes: dict[int, Address] = {}
+        self.peer_routes: dict[Address, int] = {}
         # The Allocate transaction and its success response, for retransmissions (RFC 8656 7.2).
         self.transaction_id = b""
         self.response = b""
         self.closed = False
 
+    @property
+    def client_addr(self) -> Address:
+        return self.client.addr
+
+    def permits(self, ip: str) -> bool:
+        """RFC 8656 9: traffic to and from a peer needs a permission for its IP."""
+        return ip in self.permissions
+
+    def permit(self, ip: str, expires_at: float) -> None:
+        new = ip not in self.permissions
+        self.permissions[ip] = expires_at
+        if new:
+            self._reroute()
+
+    def revoke(self, ip: str) -> None:
+        if self.permissions.pop(ip, None) is not None:
+            self._reroute()
+
     def bind_channel(self, channel: int, peer: Address, expires_at: float) -> None:
         self.channels[channel] = peer
         self.peer_channels[peer] = channel
         self.channel_expiry[channel] = expires_at
+        self._reroute()
 
     def unbind_channel(self, channel: int) -> None:
         peer = self.channels.pop(channel, None)
         self.channel_expiry.pop(channel, None)
         if peer is not None:
             self.peer_channels.pop(peer, None)
+            self._reroute()
+
+    def _reroute(self) -> None:
+        """The channel rule, written once: a channel carries data while it is bound and its
+        peer's IP has a permission (RFC 8656 9 and 12). Control path: O(channels)."""
+        routes, peer_routes, permissions = self.routes, self.peer_routes, self.permissions
+        routes.clear()
+        peer_routes.clear()
+        for channel, peer in self.channels.items():
+            if peer[0] in permissions:
+                routes[channel] = peer
+                peer_routes[peer] = channel
 
     def expire(self, now: float) -> None:
         """Drop the permissions and channels whose time is up."""
         for ip in [ip for ip, t in self.permissions.items() if t <= now]:
-            del self.permissions[ip]
+            self.revoke(ip)
         for channel in [c for c, t in self.channel_expiry.items() if t <= now]:
             self.unbind_channel(channel)
 
@@ -116,6 +118,8 @@ class Allocation:
         self.channels.clear()
         self.peer_channels.clear()
         self.channel_expiry.clear()
+        self.routes.clear()
+        self.peer_routes.clear()
 
     def __repr__(self) -> str:
         return f"allocation({self.client_addr[0]}:{self.client_addr[1]}->{self.relay_addr[1]})"

@@ -1,7 +1,6 @@
-"""The peer side of an allocation: datagrams from peers, back to the client.
+"""Relay sockets: bound on ports from the listener's relay port range.
 
-``RelayReceiver.drain`` is the hot path for peer-to-client traffic (stunner.batchio has the
-shared batch it reads into and writes the ChannelData headers into).
+(What arrives on them is relayed by ``stunner.turn.datapath.RelayReceiver``.)
 """
 
 from __future__ import annotations
@@ -9,102 +8,7 @@ from __future__ import annotations
 import errno
 import random
 import socket
-import struct
 from collections.abc import Iterator
-
-from ..batchio import HEADROOM, SLOT, DatagramBatch, shared_batch
-from ..stun import Address, Class, Message, Method
-from .allocation import Allocation, ClientEndpoint
-
-_HEADER_INTO = struct.Struct("!HH").pack_into
-_PADS = (b"", b"\x00\x00\x00", b"\x00\x00", b"\x00")
-
-
-def data_indication(peer: Address, payload: bytes) -> bytes:
-    """A Data indication carrying ``payload`` from ``peer`` (RFC 8656 11.4)."""
-    message = Message(Method.DATA, Class.INDICATION)
-    message.attributes["XOR-PEER-ADDRESS"] = [peer]
-    message.attributes["DATA"] = payload
-    return message.encode()
-
-
-class RelayReceiver:
-    """Forwards what reaches one relay socket from admitted peers to the client.
-
-    The allocation's tables and the client's way out are bound once here, so the
-    per-datagram loop in ``drain`` is local-variable work and C calls.
-    """
-
-    __slots__ = ("batch", "client", "peer_channels", "permissions", "sock", "stats")
-
-    def __init__(
-        self, allocation: Allocation, sock: socket.socket, batch: DatagramBatch | None = None
-    ) -> None:
-        self.sock = sock
-        self.batch = batch or shared_batch()
-        self.permissions = allocation.permissions
-        self.peer_channels = allocation.peer_channels
-        self.stats = allocation.stats
-        # UDP: the listener's socket (ChannelData leaves by sendmmsg); TCP/TLS: the transport.
-        self.client = ClientEndpoint(
-            allocation.key,
-            allocation.client_addr,
-            allocation.client_transport,
-            allocation.stream,
-        )
-
-    def drain(self) -> None:
-        # Hot path: one recvmmsg for the wake-up; per datagram two dict lookups and the
-        # ChannelData header written in front of the payload in its slot; one sendmmsg to
-        # the client for the lot. No logging, no tasks, no locks. Counters stay in locals
-        # and reach the stats once per wake-up.
-        batch = self.batch
-        sizes, addresses = batch.receive(self.sock)
-        if not sizes:
-            return
-        permissions = self.permissions
-        peer_channels = self.peer_channels
-        client = self.client
-        stream = client.stream
-        memory, view = batch.memory, batch.view
-        client_sock = None if stream else client.transport
-        starts: list[int] = []
-        lengths: list[int] = []
-        rx_packets = rx_bytes = tx_packets = tx_bytes = 0
-        try:
-            for i, (size, addr) in enumerate(zip(sizes, addresses, strict=True)):
-                if addr[0] not in permissions:
-                    continue  # RFC 8656 11.3: no permission, silently dropped, not counted
-                rx_packets += 1
-                rx_bytes += size
-                offset = SLOT * i + HEADROOM
-                channel = peer_channels.get(addr)
-                if channel is None:
-                    # Data indication: after the frames before it, in order.
-                    packets, sent = batch.send(client_sock, client.addr, starts, lengths)
-                    tx_packets += packets
-                    tx_bytes += sent
-                    frame = data_indication(addr, bytes(view[offset : offset + size]))
-                elif stream:
-                    _HEADER_INTO(memory, offset - 4, channel, size)
-                    frame = bytes(view[offset - 4 : offset + size]) + _PADS[size & 3]
-                else:
-                    _HEADER_INTO(memory, offset - 4, channel, size)
-                    starts.append(offset - 4)
-                    lengths.append(4 + size)
-                    continue
-                if client.send(frame):
-                    tx_packets += 1
-                    tx_bytes += len(frame)
-            packets, sent = batch.send(client_sock, client.addr, starts, lengths)
-            tx_packets += packets
-            tx_bytes += sent
-        finally:
-            stats = self.stats
-            stats.cluster_rx_packets += rx_packets
-            stats.cluster_rx_bytes += rx_bytes
-            stats.tx_packets += tx_packets
-            stats.tx_bytes += tx_bytes
 
 
 class RelayPortAllocator:

@@ -1,21 +1,19 @@
-"""The TURN server of one listener: STUN dispatch, auth, and the allocation table.
+"""The TURN server of one listener: STUN dispatch, the request handlers, the allocation table.
 
 Handlers read like RFC 8656: one ``handle_<method>`` each, numbered comments for its steps. A
 handler returns the response ``Message`` (or None); only ``_respond`` encodes and sends, so
-integrity, fingerprint and tx counting live in one place.
+integrity, fingerprint and the amplification guard live in one place. Credentials are checked
+by ``stunner.turn.auth``; relaying and counting are ``stunner.turn.datapath``'s; allocation
+lifecycle events go to an injected observer.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
-import os
 import socket
 import time
 from collections.abc import Callable, Hashable
-from typing import Any
 
 from .. import constants
 from ..auth import Authenticator
@@ -23,9 +21,14 @@ from ..config import LimitsConfig
 from ..stats import ListenerStats
 from ..stun import CHANNEL_MAX, CHANNEL_MIN, Address, Class, Message, Method, parse_message
 from ..udp import DatagramSocket
-from .allocation import Allocation, ClientEndpoint
+from .allocation import Allocation
+from .answers import TurnError, error_response, success_response
+from .auth import RequestAuth
+from .clients import Client
+from .datapath import AllocationCounter, RelayReceiver, answer, forward_send
+from .events import AllocationObserver, DeleteReason
 from .limits import AmplificationGuard, Quotas
-from .relay import RelayPortAllocator, RelayReceiver
+from .relay import RelayPortAllocator
 
 logger = logging.getLogger("stunner.turn")
 
@@ -35,42 +38,7 @@ SWEEP_INTERVAL = 1.0
 IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)
 IP_PMTUDISC_DO = getattr(socket, "IP_PMTUDISC_DO", 2)
 
-REASONS = {
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    420: "Unknown Attribute",
-    437: "Allocation Mismatch",
-    438: "Stale Nonce",
-    440: "Address Family not Supported",
-    441: "Wrong Credentials",
-    442: "Unsupported Transport Protocol",
-    443: "Peer Address Family Mismatch",
-    486: "Allocation Quota Reached",
-    500: "Server Error",
-    508: "Insufficient Capacity",
-}
-
-
-class TurnError(Exception):
-    """A request that fails with a TURN error code; turned into an error response."""
-
-    def __init__(self, code: int, reason: str | None = None) -> None:
-        super().__init__(code, reason or REASONS[code])
-        self.code = code
-        self.reason = reason or REASONS[code]
-
-
-def error_response(request: Message, code: int, reason: str | None = None) -> Message:
-    response = Message(request.method, Class.ERROR, request.transaction_id)
-    response.attributes["ERROR-CODE"] = (code, reason or REASONS[code])
-    return response
-
-
-def success_response(request: Message, **attributes: Any) -> Message:
-    response = Message(request.method, Class.SUCCESS, request.transaction_id)
-    response.attributes.update({k.replace("_", "-"): v for k, v in attributes.items()})
-    return response
+__all__ = ["TurnError", "TurnServer", "advertised_host", "error_response", "success_response"]
 
 
 def advertised_host(bind_host: str) -> str:
@@ -98,25 +66,23 @@ class TurnServer:
         clock: Callable[[], float] = time.monotonic,
         limits: LimitsConfig | None = None,
         quotas: Quotas | None = None,
+        observer: AllocationObserver | None = None,
     ) -> None:
         self.name = name
         self.limits = limits or LimitsConfig()
         self.quotas = quotas or Quotas(total=self.limits.allocations_total)
         self.guard = AmplificationGuard(clock)
-        self.malformed = 0
         self._malformed_logged_at = 0.0
-        self.stream_sources: dict[str, int] = {}  # TCP/TLS connections per source IP
-        self.stats = stats
-        self.authenticator = authenticator
+        self.stats = stats  # handed to the data path, which counts
+        self.observer: AllocationObserver = observer or AllocationCounter(stats)
+        self.auth = RequestAuth(authenticator)
         self.admits = admits
         self.ports = RelayPortAllocator(relay_host, min_relay_port, max_relay_port)
         self.relay_advertised = advertised_host(relay_host)
         self.clock = clock
         self.allocations: dict[Hashable, Allocation] = {}
         self.accepting = True
-        self._nonce_secret = os.urandom(16)
         self._sweeper: asyncio.Task[None] | None = None
-        self.on_allocations_empty: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
         return f"turn({self.name})"
@@ -127,13 +93,14 @@ class TurnServer:
         if self._sweeper is None:
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
 
-    def close(self) -> None:
-        """Delete every allocation and stop the sweeper (listener removed or restarted)."""
+    def close(self, reason: DeleteReason = DeleteReason.LISTENER_REMOVED) -> None:
+        """Delete every allocation and stop the sweeper (listener removed or restarted, or
+        stunnerd stopping)."""
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
         for alloc in list(self.allocations.values()):
-            self.delete_allocation(alloc)
+            self.delete_allocation(alloc, reason)
 
     def set_relay_ports(self, host: str, min_port: int, max_port: int) -> None:
         self.ports = RelayPortAllocator(host, min_port, max_port)
@@ -148,7 +115,7 @@ class TurnServer:
         for alloc in list(self.allocations.values()):
             if alloc.expires_at <= now:
                 logger.info("%s: %r expired", self.name, alloc)
-                self.delete_allocation(alloc)
+                self.delete_allocation(alloc, DeleteReason.EXPIRED)
             else:
                 alloc.expire(now)
 
@@ -157,7 +124,7 @@ class TurnServer:
         revoked = 0
         for alloc in self.allocations.values():
             for ip in [ip for ip in alloc.permissions if not self.admits(ip)]:
-                del alloc.permissions[ip]
+                alloc.revoke(ip)
                 revoked += 1
             for channel, peer in list(alloc.channels.items()):
                 if not self.admits(peer[0]):
@@ -166,29 +133,23 @@ class TurnServer:
 
     # allocation table
 
-    def delete_allocation(self, alloc: Allocation) -> None:
+    def delete_allocation(self, alloc: Allocation, reason: DeleteReason) -> None:
         if self.allocations.get(alloc.key) is not alloc:
             return
         del self.allocations[alloc.key]
         alloc.close()
-        stats = self.stats
         self.quotas.remove(alloc.username)
-        stats.allocations -= 1
-        stats.cluster_connections -= 1
-        if not alloc.stream:
-            stats.connections -= 1
-        if not self.allocations and self.on_allocations_empty is not None:
-            self.on_allocations_empty()
+        self.observer.deleted(alloc, reason)
 
     def connection_closed(self, key: Hashable) -> None:
         """A TCP/TLS client went away: its allocation goes with it."""
         alloc = self.allocations.get(key)
         if alloc is not None:
-            self.delete_allocation(alloc)
+            self.delete_allocation(alloc, DeleteReason.CONNECTION_CLOSED)
 
     # STUN entry point (control path)
 
-    def handle_stun(self, data: bytes, client: ClientEndpoint) -> None:
+    def handle_stun(self, data: bytes, client: Client) -> None:
         if len(data) > self.limits.max_message_size:
             self._malformed(client, "larger than max_message_size")
             return
@@ -197,7 +158,7 @@ class TurnServer:
         except ValueError as exc:
             self._malformed(client, str(exc))  # already counted as rx by the listener
             return
-        if not client.stream and message.msg_class == Class.REQUEST:
+        if not client.source_verified and message.msg_class == Class.REQUEST:
             self.guard.earn(client.addr[0], len(data))
         try:
             self._dispatch(message, client)
@@ -206,7 +167,7 @@ class TurnServer:
             if message.msg_class == Class.REQUEST:
                 self._respond(client, message, error_response(message, 500), None)
 
-    def _dispatch(self, message: Message, client: ClientEndpoint) -> None:
+    def _dispatch(self, message: Message, client: Client) -> None:
         if message.msg_class == Class.INDICATION:
             if message.method == Method.SEND:
                 self.handle_send(message, client)
@@ -225,7 +186,7 @@ class TurnServer:
         if handler is None:
             self._respond(client, message, error_response(message, 400, "Unknown Method"), None)
             return
-        auth = self._authenticate(message)
+        auth = self.auth.authenticate(message, self.limits.nonce_lifetime)
         if isinstance(auth, Message):
             self._respond(client, message, auth, None)
             return
@@ -242,30 +203,28 @@ class TurnServer:
             if message.method == Method.ALLOCATE:
                 self._remember_answer(client, message, data)
 
-    def _malformed(self, client: ClientEndpoint, reason: str) -> None:
-        """Count, and log at debug level at most once a second: garbage must not flood logs."""
-        self.malformed += 1
+    def _malformed(self, client: Client, reason: str) -> None:
+        """Log at debug level, at most once a second: garbage must not flood the logs."""
         now = self.clock()
         if now - self._malformed_logged_at >= 1.0 and logger.isEnabledFor(logging.DEBUG):
             self._malformed_logged_at = now
             logger.debug(
-                "%s: %d malformed message(s) so far; last from %s:%d: %s",
+                "%s: malformed message from %s:%d: %s",
                 self.name,
-                self.malformed,
                 client.addr[0],
                 client.addr[1],
                 reason,
             )
 
     def _respond(
-        self, client: ClientEndpoint, request: Message, response: Message, key: bytes | None
+        self, client: Client, request: Message, response: Message, key: bytes | None
     ) -> bytes:
         code = response.attributes.get("ERROR-CODE", (0,))[0]
         # Answers to authenticated requests are signed, errors included (RFC 8489 9.2.4);
         # the challenges (401, 438) and pre-auth errors (400, 420) come with key=None.
         fingerprint = "FINGERPRINT" in request.attributes
         data = response.encode(key, fingerprint)
-        if key is None and not client.stream and self.limits.udp_amplification_guard:
+        if key is None and not client.source_verified and self.limits.udp_amplification_guard:
             ip = client.addr[0]
             if code and not self.guard.fits(ip, len(data)):
                 # The same answer without its reason phrase may fit the credit.
@@ -276,61 +235,12 @@ class TurnServer:
         self.send_control(client, data)
         return data
 
-    def send_control(self, client: ClientEndpoint, data: bytes) -> None:
-        if client.send(data):
-            self.stats.tx_packets += 1
-            self.stats.tx_bytes += len(data)
-
-    # long-term credentials (RFC 8489 9.2)
-
-    def _nonce_mac(self, stamp: str) -> str:
-        return hmac.new(self._nonce_secret, stamp.encode(), hashlib.sha256).hexdigest()[:8]
-
-    def make_nonce(self) -> bytes:
-        """Stateless: issue time and a MAC of it, 16 bytes so that challenges stay small."""
-        stamp = f"{int(time.time()):08x}"
-        return (stamp + self._nonce_mac(stamp)).encode()
-
-    def nonce_valid(self, nonce: bytes) -> bool:
-        try:
-            text = nonce.decode()
-            stamp, mac = text[:8], text[8:]
-            issued = int(stamp, 16)
-        except ValueError:
-            return False
-        if not hmac.compare_digest(mac.encode(), self._nonce_mac(stamp).encode()):
-            return False
-        return 0 <= time.time() - issued < self.limits.nonce_lifetime
-
-    def _challenge(self, request: Message, code: int) -> Message:
-        response = error_response(request, code)
-        response.attributes["REALM"] = self.authenticator.realm
-        response.attributes["NONCE"] = self.make_nonce()
-        return response
-
-    def _authenticate(self, message: Message) -> tuple[str, bytes] | Message:
-        attrs = message.attributes
-        if "MESSAGE-INTEGRITY" not in attrs:
-            # 1. No credentials yet: challenge with REALM and NONCE.
-            return self._challenge(message, 401)
-        if "USERNAME" not in attrs or "REALM" not in attrs or "NONCE" not in attrs:
-            # 2. Integrity without the attributes needed to check it.
-            return error_response(message, 400, "Missing USERNAME, REALM or NONCE")
-        if not self.nonce_valid(attrs["NONCE"]):
-            # 3. Stale or forged nonce: the client retries with the fresh one.
-            return self._challenge(message, 438)
-        username = attrs["USERNAME"]
-        key = self.authenticator.key_for(username)
-        if key is None or attrs["REALM"] != self.authenticator.realm:
-            return self._challenge(message, 401)
-        if not message.check_integrity(key):
-            # 4. Wrong password: same answer as an unknown user.
-            return self._challenge(message, 401)
-        return username, key
+    def send_control(self, client: Client, data: bytes) -> None:
+        answer(client, data, self.stats)
 
     # method handlers
 
-    def handle_binding(self, request: Message, client: ClientEndpoint) -> Message:
+    def handle_binding(self, request: Message, client: Client) -> Message:
         return success_response(request, XOR_MAPPED_ADDRESS=client.addr)
 
     def _lifetime(self, request: Message) -> int:
@@ -341,7 +251,7 @@ class TurnServer:
             min(requested, constants.MAX_ALLOCATION_LIFETIME),
         )
 
-    def _check_allocate(self, request: Message, client: ClientEndpoint, username: str) -> bool:
+    def _check_allocate(self, request: Message, client: Client, username: str) -> bool:
         """RFC 8656 7.2 steps 2-6; True means 'resend the cached success'."""
         attrs = request.attributes
         existing = self.allocations.get(client.key)
@@ -377,15 +287,13 @@ class TurnServer:
             raise TurnError(440)
         return False
 
-    def _remember_answer(self, client: ClientEndpoint, request: Message, data: bytes) -> None:
+    def _remember_answer(self, client: Client, request: Message, data: bytes) -> None:
         """Keep a new allocation's success answer for retransmissions (RFC 8656 7.2)."""
         alloc = self.allocations.get(client.key)
         if alloc is not None and alloc.transaction_id == request.transaction_id:
             alloc.response = data
 
-    def handle_allocate(
-        self, request: Message, client: ClientEndpoint, username: str
-    ) -> Message | bytes:
+    def handle_allocate(self, request: Message, client: Client, username: str) -> Message | bytes:
         if self._check_allocate(request, client, username):
             return self.allocations[client.key].response
         # 7. Bind a relay socket in the listener's port range.
@@ -395,26 +303,18 @@ class TurnServer:
         if "DONT-FRAGMENT" in request.attributes:
             # RFC 8656 7.2: relay with the DF bit set; Linux sets it per socket.
             sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)
-        alloc = Allocation(
-            client.key, client.addr, client.transport, client.stream, username, self.stats
-        )
-        if client.stream and client.transport.is_closing():
+        if client.closed:
             sock.close()
             raise TurnError(437, "Connection closed")
-        alloc.relay = DatagramSocket(sock, RelayReceiver(alloc, sock).drain)
+        alloc = Allocation(client, username)
+        alloc.relay = DatagramSocket(sock, RelayReceiver(alloc, sock, self.stats).drain)
         alloc.relay_addr = (self.relay_advertised, sock.getsockname()[1])
         alloc.transaction_id = request.transaction_id
         lifetime = self._lifetime(request)
         alloc.expires_at = self.clock() + lifetime
         self.allocations[client.key] = alloc
-        stats = self.stats
         self.quotas.add(username)
-        stats.allocations += 1
-        stats.cluster_connections += 1
-        stats.cluster_connections_total += 1
-        if not client.stream:
-            stats.connections += 1
-            stats.connections_total += 1
+        self.observer.created(alloc)
         logger.info("%s: %r created for %s, lifetime %ds", self.name, alloc, username, lifetime)
         return success_response(
             request,
@@ -423,7 +323,7 @@ class TurnServer:
             XOR_MAPPED_ADDRESS=client.addr,
         )
 
-    def _allocation_for(self, client: ClientEndpoint, username: str) -> Allocation:
+    def _allocation_for(self, client: Client, username: str) -> Allocation:
         alloc = self.allocations.get(client.key)
         if alloc is None:
             raise TurnError(437)
@@ -431,12 +331,12 @@ class TurnServer:
             raise TurnError(441)
         return alloc
 
-    def handle_refresh(self, request: Message, client: ClientEndpoint, username: str) -> Message:
+    def handle_refresh(self, request: Message, client: Client, username: str) -> Message:
         alloc = self._allocation_for(client, username)
         requested = request.attributes.get("LIFETIME", constants.DEFAULT_ALLOCATION_LIFETIME)
         if requested == 0:
             # RFC 8656 8.2: lifetime 0 deletes the allocation.
-            self.delete_allocation(alloc)
+            self.delete_allocation(alloc, DeleteReason.REFRESH0)
             return success_response(request, LIFETIME=0)
         lifetime = self._lifetime(request)
         alloc.expires_at = self.clock() + lifetime
@@ -448,9 +348,7 @@ class TurnServer:
         if not self.admits(peer[0]):
             raise TurnError(403)
 
-    def handle_create_permission(
-        self, request: Message, client: ClientEndpoint, username: str
-    ) -> Message:
+    def handle_create_permission(self, request: Message, client: Client, username: str) -> Message:
         alloc = self._allocation_for(client, username)
         peers = request.attributes.get("XOR-PEER-ADDRESS")
         if not peers:
@@ -463,12 +361,10 @@ class TurnServer:
             raise TurnError(508, "Too Many Permissions")
         expires = self.clock() + constants.PERMISSION_LIFETIME
         for peer in peers:
-            alloc.permissions[peer[0]] = expires
+            alloc.permit(peer[0], expires)
         return success_response(request)
 
-    def handle_channel_bind(
-        self, request: Message, client: ClientEndpoint, username: str
-    ) -> Message:
+    def handle_channel_bind(self, request: Message, client: Client, username: str) -> Message:
         alloc = self._allocation_for(client, username)
         attrs = request.attributes
         channel = attrs.get("CHANNEL-NUMBER")
@@ -497,25 +393,16 @@ class TurnServer:
             raise TurnError(508, "Too Many Permissions")
         now = self.clock()
         alloc.bind_channel(channel, peer, now + constants.CHANNEL_LIFETIME)
-        alloc.permissions[peer[0]] = now + constants.PERMISSION_LIFETIME
+        alloc.permit(peer[0], now + constants.PERMISSION_LIFETIME)
         return success_response(request)
 
-    def handle_send(self, indication: Message, client: ClientEndpoint) -> None:
+    def handle_send(self, indication: Message, client: Client) -> None:
         """RFC 8656 11.2: relay DATA to the peer if permitted, else drop silently."""
         alloc = self.allocations.get(client.key)
         attrs = indication.attributes
         if alloc is None or "DATA" not in attrs or "XOR-PEER-ADDRESS" not in attrs:
             return
-        peer = attrs["XOR-PEER-ADDRESS"][0]
-        if peer[0] not in alloc.permissions or alloc.relay is None:
-            return
-        payload = attrs["DATA"]
-        try:
-            alloc.relay.sendto(payload, peer)
-        except OSError:
-            return  # dropped by the kernel: not relayed, not counted
-        self.stats.cluster_tx_packets += 1
-        self.stats.cluster_tx_bytes += len(payload)
+        forward_send(alloc, attrs["XOR-PEER-ADDRESS"][0], attrs["DATA"], self.stats)
 
     _handlers: dict[int, Callable[..., Message | bytes | None]] = {
         Method.ALLOCATE: handle_allocate,

@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from stunner.config import LimitsConfig
-from stunner.listener import StreamConnectionProtocol
+from stunner.listener import StreamConnectionProtocol, StreamConnections
 from stunner.stats import ListenerStats
 from stunner.stun import (
     CHANNEL_MAX,
@@ -133,7 +133,7 @@ class RecordingServer:
     def __init__(self) -> None:
         self.stats = ListenerStats()
         self.limits = LimitsConfig()
-        self.stream_sources: dict[str, int] = {}
+        self.streams = StreamConnections()  # the listener's, here with one connection
         self.allocations: dict[Hashable, Any] = {}
         self.stun_frames: list[bytes] = []
 
@@ -164,7 +164,7 @@ class FakeStream:
 def feed(stream: bytes, cuts: list[int]) -> tuple[RecordingServer, FakeStream]:
     server = RecordingServer()
     transport = FakeStream()
-    proto = StreamConnectionProtocol(server)  # type: ignore[arg-type]
+    proto = StreamConnectionProtocol(server, server.streams)  # type: ignore[arg-type]
     proto.connection_made(transport)  # type: ignore[arg-type]
     bounds = sorted({c % (len(stream) + 1) for c in cuts} | {0, len(stream)})
     for start, end in itertools.pairwise(bounds):
@@ -198,4 +198,4 @@ async def test_reframing_is_independent_of_segmentation(
         assert transport.closed
         assert stats.rx_packets == len(expected) + 1
         assert framed_bytes + 4 <= stats.rx_bytes <= len(stream)
-    assert stats.connections == 0 and stats.connections_total == 1
+    assert len(server.streams) == 0 and stats.connections_total == 1

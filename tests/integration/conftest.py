@@ -12,12 +12,29 @@ import pytest
 
 from stunner.config import StunnerConfig, from_dict
 from stunner.daemon import Stunner
+from stunner.stats import ListenerSample
 from stunner.watcher import ConfigWatcher
 from testkit.echo import EchoPeer
 from testkit.ports import free_port
 from tests.support import client_ssl_context, self_signed_cert
 
 PROTOCOLS = ("UDP", "TCP", "TLS")
+
+
+class LiveStats:
+    """One listener's counters and gauges, read afresh on every attribute access, exactly as
+    a scrape reads them (gauges counted from the live tables)."""
+
+    def __init__(self, stunner: Stunner, name: str) -> None:
+        self._stunner = stunner
+        self._name = name
+
+    def sample(self) -> ListenerSample:
+        return self._stunner.sample(self._name)
+
+    def __getattr__(self, field: str) -> int:
+        value: int = getattr(self.sample(), field)
+        return value
 
 
 @dataclass
@@ -39,6 +56,9 @@ class Gateway:
 
     def listener_name(self, protocol: str) -> str:
         return f"stunner/gw/{protocol.lower()}"
+
+    def stats(self, protocol: str) -> LiveStats:
+        return LiveStats(self.stunner, self.listener_name(protocol))
 
     def ssl_context(self) -> Any:
         return client_ssl_context(self.cert_pem)

@@ -7,9 +7,9 @@ import asyncio
 import pytest
 from aioice.stun import TransactionFailed
 
-from stunner.stats import ListenerStats
+from stunner.stats import ListenerSample
 from testkit.wait import wait_for
-from tests.integration.conftest import PROTOCOLS, Gateway
+from tests.integration.conftest import PROTOCOLS, Gateway, LiveStats
 from tests.support import TurnClient, samples, scrape_async, value
 
 N_CLIENTS = 2
@@ -18,8 +18,8 @@ SIZE = 100
 STUN_SIGNALING = 4  # per client: Allocate (401), Allocate, ChannelBind, Refresh(0)
 
 
-def stats(gw: Gateway, protocol: str) -> ListenerStats:
-    return gw.stunner.stats[gw.listener_name(protocol)]
+def stats(gw: Gateway, protocol: str) -> LiveStats:
+    return gw.stats(protocol)
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -74,7 +74,7 @@ async def test_clients_relay_and_counters_are_exact(gateway: Gateway, protocol: 
     # The other listeners saw nothing.
     for other in PROTOCOLS:
         if other != protocol:
-            assert stats(gateway, other).snapshot() == ListenerStats().snapshot()
+            assert stats(gateway, other).sample() == ListenerSample()
 
 
 async def test_tcp_channel_data_is_padded(gateway: Gateway) -> None:

@@ -95,7 +95,7 @@ async def test_counters_survive_a_listener_restart(gateway: Gateway) -> None:
     await client.close()
     udp = gateway.listener_name("UDP")
     stats = gateway.stunner.stats[udp]
-    await wait_for(lambda: stats.allocations == 0)
+    await wait_for(lambda: gateway.stats("UDP").allocations == 0)
     before = stats.cluster_tx_packets
     config = copy.deepcopy(gateway.config)
     config["listeners"][0]["port"] = free_port()  # a socket-level change: restart

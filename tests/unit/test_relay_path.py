@@ -9,19 +9,16 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterator
 from types import SimpleNamespace
-from typing import Any
 
 import pytest
 
 from stunner.auth import PlaintextAuth
 from stunner.batchio import BATCH, NATIVE, DatagramBatch
 from stunner.config import LimitsConfig
-from stunner.listener import UdpListenerReceiver
 from stunner.stats import ListenerStats
 from stunner.stun import Class, Message, Method, pack_channel_data, parse_message
-from stunner.turn import TurnServer
-from stunner.turn.allocation import Allocation
-from stunner.turn.relay import RelayReceiver
+from stunner.turn import Allocation, Client, DatagramClient, StreamClient, TurnServer
+from stunner.turn.datapath import DatagramIngress, RelayReceiver
 
 
 class Wire:
@@ -71,12 +68,16 @@ def test_peer_to_client_frames(
     client, peer, relay = sockets["client"], sockets["peer"], sockets["relay"]
     wire = Wire()
     stats = ListenerStats()
-    client_transport: Any = wire if stream else sockets["listener"]
     client_addr = client.getsockname()
-    alloc = Allocation(client_addr, client_addr, client_transport, stream, "u", stats)
+    endpoint: Client = (
+        StreamClient(wire, client_addr)  # type: ignore[arg-type]
+        if stream
+        else DatagramClient(sockets["listener"], client_addr)
+    )
+    alloc = Allocation(endpoint, "u")
     peer_addr = peer.getsockname()
-    alloc.permissions[peer_addr[0]] = 1e18
-    receiver = RelayReceiver(alloc, relay, batch)
+    alloc.permit(peer_addr[0], 1e18)
+    receiver = RelayReceiver(alloc, relay, stats, batch)
     payload = (bytes(range(256)) * 256)[:size]
 
     def deliver(sender: socket.socket) -> bytes | None:
@@ -100,7 +101,7 @@ def test_peer_to_client_frames(
     alloc.bind_channel(0x4001, peer_addr, 1e18)
     assert deliver(peer) == pack_channel_data(0x4001, payload, stream)
 
-    alloc.permissions.clear()
+    alloc.revoke(peer_addr[0])
     assert deliver(peer) is None  # no permission: dropped, not counted
     assert (stats.cluster_rx_packets, stats.cluster_rx_bytes) == (2, 2 * size)
     assert stats.tx_packets == 2
@@ -113,11 +114,11 @@ def udp_client_with_channel(
     """A UDP client's allocation with a permission and channel 0x4000 to the peer socket."""
     stats = ListenerStats()
     client_addr = sockets["client"].getsockname()
-    alloc = Allocation(client_addr, client_addr, sockets["listener"], False, "u", stats)
+    alloc = Allocation(DatagramClient(sockets["listener"], client_addr), "u")
     peer_addr = sockets["peer"].getsockname()
-    alloc.permissions[peer_addr[0]] = 1e18
+    alloc.permit(peer_addr[0], 1e18)
     alloc.bind_channel(0x4000, peer_addr, 1e18)
-    return stats, RelayReceiver(alloc, sockets["relay"], batch)
+    return stats, RelayReceiver(alloc, sockets["relay"], stats, batch)
 
 
 def test_drain_stops_at_batch_and_counts_everything(
@@ -166,13 +167,13 @@ def test_client_to_peer_sends_the_payload_and_answers_stun(
         limits=LimitsConfig(udp_amplification_guard=False),
     )  # fmt: skip
     client_addr = client.getsockname()
-    alloc = Allocation(client_addr, client_addr, listener, False, "u", server.stats)
+    alloc = Allocation(DatagramClient(listener, client_addr), "u")
     relay = sockets["relay"]
     alloc.relay = SimpleNamespace(sock=relay, sendto=relay.sendto)  # type: ignore[assignment]
-    alloc.permissions[peer_addr[0]] = 1e18
+    alloc.permit(peer_addr[0], 1e18)
     alloc.bind_channel(0x4000, peer_addr, 1e18)
     server.allocations[client_addr] = alloc
-    receiver = UdpListenerReceiver(server, listener, batch)
+    receiver = DatagramIngress(server, listener, batch)
     binding = Message(Method.BINDING, Class.REQUEST).encode()
     sent = [pack_channel_data(0x4000, b"a" * n, False) for n in (0, 1, 100, 1203)]
     for datagram in [sent[0], binding, *sent[1:], b"\x40\x01\x00\x01z", b"\x40\x00\xff\xffshort"]:
@@ -200,10 +201,10 @@ def test_client_to_peer_keeps_order_across_runs_peers_and_send_indications(
             "t", ListenerStats(), PlaintextAuth("r", "u", "p"), lambda ip: True, "127.0.0.1", 0, 0
         )
         client_addr = client.getsockname()
-        alloc = Allocation(client_addr, client_addr, listener, False, "u", server.stats)
+        alloc = Allocation(DatagramClient(listener, client_addr), "u")
         relay = sockets["relay"]
         alloc.relay = SimpleNamespace(sock=relay, sendto=relay.sendto)  # type: ignore[assignment]
-        alloc.permissions["127.0.0.1"] = 1e18
+        alloc.permit("127.0.0.1", 1e18)
         alloc.bind_channel(0x4000, peer.getsockname(), 1e18)
         alloc.bind_channel(0x4001, other.getsockname(), 1e18)
         server.allocations[client_addr] = alloc
@@ -221,7 +222,7 @@ def test_client_to_peer_keeps_order_across_runs_peers_and_send_indications(
         ]
         for datagram in script:
             client.sendto(datagram, listener.getsockname())
-        UdpListenerReceiver(server, listener, batch).drain()
+        DatagramIngress(server, listener, batch).drain()
         assert [received(peer) for _ in range(5)] == [b"a1", b"a2", b"a3", b"s", b"a4"]
         assert [received(other) for _ in range(2)] == [b"b1", b"b2"]
         assert (server.stats.cluster_tx_packets, server.stats.cluster_tx_bytes) == (7, 13)

@@ -36,8 +36,8 @@ def frames_of(chunks: list[bytes]) -> tuple[list[bytes], ListenerStats]:
     )
     proto = StreamConnectionProtocol(server)
     seen: list[bytes] = []
-    proto._frame_received = seen.append  # type: ignore[method-assign]
     proto.connection_made(_Transport())  # type: ignore[arg-type]
+    proto.frame_received = seen.append
     for chunk in chunks:
         proto.data_received(chunk)
     return seen, server.stats

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from stunner.stats import FIELDS, ListenerStats
-from stunner.telemetry import FAMILIES, StunnerCollector, build_registry
+from stunner.stats import FIELDS, ListenerSample, ListenerStats
+from stunner.telemetry import FAMILIES, StunnerCollector, build_registry, listener_sample
+from stunner.turn import Allocation, DatagramClient, StreamClient
 
 EXPECTED_HELP = {
     "stunner_listener_connections": "Number of active downstream connections at a listener.",
@@ -24,11 +25,8 @@ EXPECTED_HELP = {
 }
 
 
-def numbered_stats(offset: int) -> ListenerStats:
-    stats = ListenerStats()
-    for i, field in enumerate(FIELDS):
-        setattr(stats, field, offset + i)
-    return stats
+def numbered_stats(offset: int) -> ListenerSample:
+    return ListenerSample(*range(offset, offset + len(FIELDS)))
 
 
 def test_families_types_help_and_values() -> None:
@@ -91,7 +89,7 @@ def test_every_stats_field_is_exported_once() -> None:
 
 def test_new_listener_series_start_at_zero() -> None:
     registry = CollectorRegistry()
-    registry.register(StunnerCollector(lambda: [("l", ListenerStats())]))
+    registry.register(StunnerCollector(lambda: [("l", ListenerSample())]))
     assert (
         registry.get_sample_value("stunner_listener_bytes_total", {"name": "l", "direction": "tx"})
         == 0
@@ -113,3 +111,29 @@ def test_full_registry_has_process_and_python_metrics() -> None:
     ):
         assert f"\n{name}" in text, name
     assert "_created" not in text
+
+
+def test_gauges_are_counted_from_the_live_tables() -> None:
+    """Allocations and cluster connections: one per allocation. Listener connections: the open
+    TCP/TLS connections plus one per UDP client's allocation (a stream client's allocation
+    rides on its connection, counted once)."""
+    stats = ListenerStats()
+    stats.rx_packets, stats.connections_total = 7, 9
+    udp = [Allocation(DatagramClient(None, ("192.0.2.1", p)), "u") for p in (1, 2)]  # type: ignore[arg-type]
+    tcp = [Allocation(StreamClient(None, ("192.0.2.1", 3)), "u")]  # type: ignore[arg-type]
+    sample = listener_sample(stats, udp + tcp, 4)
+    assert (sample.allocations, sample.cluster_connections, sample.connections) == (3, 3, 6)
+    assert (sample.rx_packets, sample.connections_total) == (7, 9)
+    assert listener_sample(stats, [], 0).connections == 0
+
+
+def test_no_created_series_and_the_process_wide_setting_is_left_alone() -> None:
+    """stunner's families carry no creation time; prometheus_client's own metrics (in other
+    registries of the same process) still get their ``_created`` series."""
+    from prometheus_client import Counter
+
+    text = generate_latest(build_registry(lambda: [("l", numbered_stats(1))])).decode()
+    assert "_created" not in text
+    other = CollectorRegistry()
+    Counter("elsewhere", "A counter of some other library.", registry=other)
+    assert "elsewhere_created" in generate_latest(other).decode()

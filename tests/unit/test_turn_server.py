@@ -11,9 +11,10 @@ import pytest
 
 from stunner.auth import LongTermAuth, PlaintextAuth, long_term_key, rest_password
 from stunner.config import LimitsConfig
-from stunner.stats import ListenerStats
+from stunner.stats import ListenerSample, ListenerStats
 from stunner.stun import Class, Message, Method, parse_message
-from stunner.turn import ClientEndpoint, TurnServer
+from stunner.telemetry import listener_sample
+from stunner.turn import DatagramClient, StreamClient, TurnServer
 from stunner.turn.limits import Quotas
 
 CLIENT = ("192.0.2.10", 40000)
@@ -43,8 +44,8 @@ class Client:
         self.username = username
         self.key = long_term_key(username, REALM, password)
         self.transport = FakeTransport()
-        self.endpoint = ClientEndpoint(addr, addr, self.transport, False)
-        self.nonce = server.make_nonce()
+        self.endpoint = DatagramClient(self.transport, addr)  # type: ignore[arg-type]
+        self.nonce = server.auth.make_nonce()
 
     def signed(self, method: Method, **attrs: Any) -> Message:
         msg = Message(method, Class.REQUEST)
@@ -81,6 +82,11 @@ def code(msg: Message) -> int:
 
 
 NO_GUARD = LimitsConfig(udp_amplification_guard=False)
+
+
+def sample(server: TurnServer) -> ListenerSample:
+    """What a scrape would read for this server's listener (no TCP/TLS connections here)."""
+    return listener_sample(server.stats, server.allocations.values(), 0)
 
 
 def make_server(low: int, high: int, name: str = "l", **options: Any) -> TurnServer:
@@ -130,14 +136,14 @@ async def test_unauthenticated_allocate_is_challenged(server: TurnServer) -> Non
     response = await client.send(request)
     assert code(response) == 401
     assert response.attributes["REALM"] == REALM
-    assert server.nonce_valid(response.attributes["NONCE"])
+    assert server.auth.nonce_valid(response.attributes["NONCE"], server.limits.nonce_lifetime)
     assert "MESSAGE-INTEGRITY" not in response.attributes
 
 
 async def test_wrong_password_and_unknown_user_get_401(server: TurnServer) -> None:
     assert code(await Client(server, password="nope").allocate()) == 401
     assert code(await Client(server, username="mallory").allocate()) == 401
-    assert server.stats.allocations == 0
+    assert sample(server).allocations == 0
 
 
 async def test_stale_nonce_gets_438_with_a_fresh_one(
@@ -145,12 +151,12 @@ async def test_stale_nonce_gets_438_with_a_fresh_one(
 ) -> None:
     client = Client(server)
     real_time = __import__("time").time
-    monkeypatch.setattr("stunner.turn.server.time.time", lambda: real_time() - 3600)
-    client.nonce = server.make_nonce()
+    monkeypatch.setattr("stunner.turn.auth.time.time", lambda: real_time() - 3600)
+    client.nonce = server.auth.make_nonce()
     monkeypatch.undo()
     response = await client.allocate()
     assert code(response) == 438
-    assert server.nonce_valid(response.attributes["NONCE"])
+    assert server.auth.nonce_valid(response.attributes["NONCE"], server.limits.nonce_lifetime)
     client.nonce = b"forged-nonce"
     assert code(await client.allocate()) == 438
 
@@ -184,7 +190,7 @@ async def test_allocate_errors(server: TurnServer, attrs: dict[str, Any], expect
             msg.attributes[name] = value
     response = await client.send(msg, client.key)
     assert code(response) == expected
-    assert server.stats.allocations == 0
+    assert sample(server).allocations == 0
     if expected not in (400, 401, 420, 438):
         assert parse_message(client.transport.sent[-1][0]).check_integrity(client.key)
 
@@ -217,7 +223,7 @@ async def test_allocate_success_lifetimes_and_retransmission(server: TurnServer)
     assert client.transport.sent[-1][0] == first_wire
     # A new transaction on the same 5-tuple: 437.
     assert code(await client.allocate()) == 437
-    stats = server.stats
+    stats = sample(server)
     assert (stats.allocations, stats.connections, stats.cluster_connections) == (1, 1, 1)
     assert (stats.connections_total, stats.cluster_connections_total) == (1, 1)
 
@@ -247,7 +253,7 @@ async def test_refresh(server: TurnServer) -> None:
     assert response.attributes["LIFETIME"] == 1200
     response = await client.request(Method.REFRESH, LIFETIME=0)
     assert response.msg_class == Class.SUCCESS and response.attributes["LIFETIME"] == 0
-    stats = server.stats
+    stats = sample(server)
     assert (stats.allocations, stats.connections, stats.cluster_connections) == (0, 0, 0)
     assert (stats.connections_total, stats.cluster_connections_total) == (1, 1)
     assert code(await client.request(Method.REFRESH, LIFETIME=600)) == 437
@@ -372,7 +378,7 @@ async def test_expiry_frees_the_relay_socket() -> None:
         assert alloc.permissions == {} and alloc.channels == {0x4000: (ADMITTED, 2)}
         now[0] += 300
         srv.sweep(now[0])
-        assert srv.allocations == {} and srv.stats.allocations == 0
+        assert srv.allocations == {} and sample(srv).allocations == 0
         await asyncio.sleep(0)  # let the transport close
         probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         probe.bind(("127.0.0.1", port))  # the port is free again
@@ -458,9 +464,9 @@ async def test_udp_answers_never_exceed_what_the_source_sent() -> None:
         challenges = [parse_message(d) for d, _ in client.transport.sent[1:]]
         assert challenges and all(code(m) == 401 and "NONCE" in m.attributes for m in challenges)
         # A stream client (no spoofing possible) is answered at once.
-        stream = ClientEndpoint(object(), CLIENT, _Stream(), True)
-        srv.handle_stun(binding, stream)
-        assert len(stream.transport.written) == 1
+        wire = _Stream()
+        srv.handle_stun(binding, StreamClient(wire, CLIENT))  # type: ignore[arg-type]
+        assert len(wire.written) == 1
     finally:
         srv.close()
 

@@ -1,0 +1,70 @@
+"""Long-term credentials on requests (RFC 8489 9.2): stateless nonces, challenges, checks.
+
+The key lookup itself is the injected ``stunner.auth.Authenticator``, swappable live; this
+module decides what a request without valid credentials is answered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import time
+
+from ..auth import Authenticator
+from ..stun import Message
+from .answers import error_response
+
+
+class RequestAuth:
+    """Checks the credentials of one listener's requests and issues its nonces."""
+
+    def __init__(self, authenticator: Authenticator) -> None:
+        self.authenticator = authenticator
+        self._nonce_secret = os.urandom(16)
+
+    def _nonce_mac(self, stamp: str) -> str:
+        return hmac.new(self._nonce_secret, stamp.encode(), hashlib.sha256).hexdigest()[:8]
+
+    def make_nonce(self) -> bytes:
+        """Stateless: issue time and a MAC of it, 16 bytes so that challenges stay small."""
+        stamp = f"{int(time.time()):08x}"
+        return (stamp + self._nonce_mac(stamp)).encode()
+
+    def nonce_valid(self, nonce: bytes, lifetime: float) -> bool:
+        try:
+            text = nonce.decode()
+            stamp, mac = text[:8], text[8:]
+            issued = int(stamp, 16)
+        except ValueError:
+            return False
+        if not hmac.compare_digest(mac.encode(), self._nonce_mac(stamp).encode()):
+            return False
+        return 0 <= time.time() - issued < lifetime
+
+    def challenge(self, request: Message, code: int) -> Message:
+        response = error_response(request, code)
+        response.attributes["REALM"] = self.authenticator.realm
+        response.attributes["NONCE"] = self.make_nonce()
+        return response
+
+    def authenticate(self, message: Message, nonce_lifetime: float) -> tuple[str, bytes] | Message:
+        """(username, key) for a request with valid credentials, else the answer to send."""
+        attrs = message.attributes
+        if "MESSAGE-INTEGRITY" not in attrs:
+            # 1. No credentials yet: challenge with REALM and NONCE.
+            return self.challenge(message, 401)
+        if "USERNAME" not in attrs or "REALM" not in attrs or "NONCE" not in attrs:
+            # 2. Integrity without the attributes needed to check it.
+            return error_response(message, 400, "Missing USERNAME, REALM or NONCE")
+        if not self.nonce_valid(attrs["NONCE"], nonce_lifetime):
+            # 3. Stale or forged nonce: the client retries with the fresh one.
+            return self.challenge(message, 438)
+        username = attrs["USERNAME"]
+        key = self.authenticator.key_for(username)
+        if key is None or attrs["REALM"] != self.authenticator.realm:
+            return self.challenge(message, 401)
+        if not message.check_integrity(key):
+            # 4. Wrong password: same answer as an unknown user.
+            return self.challenge(message, 401)
+        return username, key

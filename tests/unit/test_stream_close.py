@@ -1,0 +1,120 @@
+"""A TCP client that vanishes without Refresh(0) takes its allocation with it.
+
+Real sockets on 127.0.0.1, a real TCP listener: the client allocates, then aborts its
+connection (RST, no Refresh). Its allocation, relay port, quota share and every gauge must go,
+exactly, and the core must report the deletion as ``connection_closed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from stunner.auth import PlaintextAuth, long_term_key
+from stunner.cluster import Admission
+from stunner.config import LimitsConfig, ListenerConfig
+from stunner.listener import Listener
+from stunner.stats import ListenerSample, ListenerStats
+from stunner.stun import Class, Message, Method, parse_message
+from stunner.telemetry import listener_sample
+from stunner.turn import Allocation, DeleteReason
+from stunner.turn.limits import Quotas
+from testkit.ports import free_port
+
+REALM = "stunner.l7mp.io"
+
+
+class Events:
+    """An AllocationObserver that records what the core reports."""
+
+    def __init__(self) -> None:
+        self.made = 0
+        self.reasons: list[DeleteReason] = []
+
+    def created(self, alloc: Allocation) -> None:
+        self.made += 1
+
+    def deleted(self, alloc: Allocation, reason: DeleteReason) -> None:
+        self.reasons.append(reason)
+
+
+async def read_stun(reader: asyncio.StreamReader) -> Message:
+    header = await asyncio.wait_for(reader.readexactly(20), 5.0)
+    body = await asyncio.wait_for(reader.readexactly(int.from_bytes(header[2:4], "big")), 5.0)
+    return parse_message(header + body)
+
+
+def port_is_free(port: int) -> bool:
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.bind(("127.0.0.1", port))
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+def sample(listener: Listener) -> ListenerSample:
+    return listener_sample(
+        listener.stats, listener.server.allocations.values(), len(listener.streams)
+    )
+
+
+async def test_tcp_client_abort_frees_allocation_relay_socket_and_gauges() -> None:
+    relay_port = free_port()
+    config = ListenerConfig(
+        name="t/tcp",
+        protocol="TCP",
+        address="127.0.0.1",
+        port=free_port(),
+        min_relay_port=relay_port,
+        max_relay_port=relay_port,
+    )
+    events = Events()
+    quotas = Quotas()
+    listener = Listener(
+        config,
+        ListenerStats(),
+        PlaintextAuth(REALM, "user1", "pass1"),
+        Admission({}, ()),
+        limits=LimitsConfig(),
+        quotas=quotas,
+        events=events,
+    )
+    await listener.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", config.port)
+        request = Message(Method.ALLOCATE, Class.REQUEST, attributes={"REQUESTED-TRANSPORT": 17})
+        writer.write(request.encode())
+        challenge = await read_stun(reader)
+        signed = Message(Method.ALLOCATE, Class.REQUEST, attributes={"REQUESTED-TRANSPORT": 17})
+        signed.attributes.update(
+            {"USERNAME": "user1", "REALM": REALM, "NONCE": challenge.attributes["NONCE"]}
+        )
+        writer.write(signed.encode(long_term_key("user1", REALM, "pass1")))
+        allocated = await read_stun(reader)
+        assert allocated.msg_class == Class.SUCCESS
+        assert allocated.attributes["XOR-RELAYED-ADDRESS"] == ("127.0.0.1", relay_port)
+        live = sample(listener)
+        assert (live.allocations, live.cluster_connections, live.connections) == (1, 1, 1)
+        assert (quotas.count, events.made, port_is_free(relay_port)) == (1, 1, False)
+
+        writer.transport.abort()  # RST: no Refresh(0), no FIN
+        for _ in range(500):
+            if not listener.streams:
+                break
+            await asyncio.sleep(0.01)
+        assert len(listener.streams) == 0, "the listener never saw the connection go"
+
+        assert listener.server.allocations == {}
+        assert events.reasons == [DeleteReason.CONNECTION_CLOSED]
+        assert quotas.count == 0 and quotas.per_user == {}
+        gone = sample(listener)
+        assert (gone.allocations, gone.cluster_connections, gone.connections) == (0, 0, 0)
+        assert (gone.connections_total, gone.cluster_connections_total) == (1, 1)
+        assert (gone.rx_packets, gone.tx_packets) == (2, 2)  # two Allocates, two answers
+        await asyncio.sleep(0)  # the relay socket's close is immediate; the port is free
+        assert port_is_free(relay_port)
+    finally:
+        await listener.stop()
