@@ -9,7 +9,30 @@ from the live tables when a scrape (or a worker's report) asks.
 
 from __future__ import annotations
 
+from enum import IntEnum
 from typing import NamedTuple
+
+
+class Drop(IntEnum):
+    """Why a datagram or frame that entered was not relayed (DESIGN.md 1.3): each drop has
+    exactly one reason. The value indexes ``ListenerStats.dropped_packets``/``dropped_bytes``,
+    so counting a drop is one list-item increment on the hot path."""
+
+    NO_PERMISSION = 0  # a peer datagram (or Send) for an IP without a permission
+    NO_CHANNEL = 1  # ChannelData on a channel that is not bound (or has no allocation)
+    MALFORMED = 2  # not STUN, not ChannelData, or a ChannelData length that lies
+    AMPLIFICATION = 3  # an unauthenticated answer the amplification guard withheld
+    WRITE_BUFFER_FULL = 4  # a stream client's bounded write buffer is full
+    SEND_ERROR = 5  # the kernel refused the send
+    OVERSIZE = 6  # too large for the way out (e.g. a peer datagram that cannot fit ChannelData)
+    OWN_LISTENER = 7  # addressed to one of stunnerd's own listener ports: never relayed
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+DROP_REASONS: tuple[str, ...] = tuple(reason.label for reason in Drop)
 
 COUNTERS = (
     "rx_packets",
@@ -29,9 +52,11 @@ GAUGES = ("connections", "cluster_connections", "allocations")
 class ListenerStats:
     """The counters of one listener (DESIGN.md 1.2); cluster ones are per listener too."""
 
-    __slots__ = COUNTERS
+    __slots__ = (*COUNTERS, "dropped_packets", "dropped_bytes")
 
     def __init__(self) -> None:
+        self.dropped_packets = [0] * len(Drop)  # indexed by Drop
+        self.dropped_bytes = [0] * len(Drop)
         self.rx_packets = 0
         self.rx_bytes = 0
         self.tx_packets = 0
