@@ -65,6 +65,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default="",
         help='external: label matchers for the gateway\'s series, e.g. namespace="stunner"',
     )
+    group.addoption(
+        "--browser",
+        action="store_true",
+        help="external: also run the Chromium scenario through the --turn-uri listeners "
+        "(local: on by default when chromium is on PATH)",
+    )
     group.addoption("--keep", action="store_true", help="keep configs and Prometheus TSDB")
     group.addoption(
         "--stunnerd",

@@ -22,8 +22,15 @@ from e2e.browser.capture import read_pcap, settled, tcpdump_binary
 from e2e.browser.chromium import chromium_binary
 from e2e.browser.netns import netns_unavailable_reason
 from e2e.browser.report import BrowserReport, Setup, plot_call
-from e2e.browser.session import SIDES, Session, listener_name, local_session
-from e2e.checks import Checker, Expect, Recorder
+from e2e.browser.session import (
+    ROLE,
+    SIDES,
+    Session,
+    external_session,
+    listener_name,
+    local_session,
+)
+from e2e.checks import Checker, Expect, Recorder, Scope
 from e2e.contract import RX, TX, Key
 from e2e.report import RunInfo
 from e2e.targets.base import Target
@@ -50,13 +57,28 @@ def report(reportdir: Path, run_info: RunInfo) -> Iterator[BrowserReport]:
 
 
 @pytest.fixture(scope="module")
-def browser(target: Target, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
-    """Namespace, gateway `f`, captures and Chromium for the module; all torn down by pid."""
-    if target.lab is None:
-        pytest.skip("browser scenario on this target: see docs/e2e.md (--browser)")
+def browser(
+    target: Target,
+    pytestconfig: pytest.Config,
+    reportdir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Session]:
+    """Namespace, gateway `f`, captures and Chromium for the module; all torn down by pid.
+
+    On the external target (with --browser): Chromium only, aimed at the deployment.
+    """
+    if target.lab is None and not pytestconfig.getoption("--browser"):
+        pytest.skip("browser scenario: pass --browser to aim Chromium at this target")
     binary = chromium_binary()
     if binary is None:
         pytest.skip("chromium not on PATH (apt-get install chromium)")
+    if target.lab is None:
+        logdir = reportdir / "logs"
+        logdir.mkdir(exist_ok=True)
+        cafile = pytestconfig.getoption("--turn-ca")
+        with external_session(target, binary, logdir, cafile) as session:
+            yield session
+        return
     if tcpdump_binary() is None:
         pytest.skip("tcpdump not on PATH (apt-get install tcpdump)")
     reason = netns_unavailable_reason()
@@ -66,26 +88,40 @@ def browser(target: Target, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         yield session
 
 
-def _gauges(names: list[str], value: int, why: str) -> dict[Key, Expect]:
+def _gauges(session: Session, transports: tuple[str, ...], up: bool) -> dict[Key, Expect]:
+    """Each listener's three gauges: its legs while the calls are up, 0 after pc.close()."""
+    legs: dict[str, int] = {}
+    for t in transports:
+        for side in SIDES:
+            name = session.servers[listener_name(t, side)].name
+            legs[name] = legs.get(name, 0) + 1
     out: dict[Key, Expect] = {}
-    for name in names:
+    for name, count in legs.items():
+        value, why = (count, "one allocation per peer connection") if up else (0, "all closed")
         out |= gauges_truth.gauges(name, value, why)
     return out
 
 
 def _check_call(
-    check: Checker, session: Session, transport: str, result: dict[str, Any], after: float
+    check: Checker,
+    session: Session,
+    transport: str,
+    result: dict[str, Any],
+    after: float,
+    since: float,
 ) -> None:
     """Candidates, then every counter of the call's two listeners against the three truths."""
     for fact, want, got in truth.candidate_facts(transport, result):
         check.expect_true(
             f"{transport} {fact}", "getStats() selected candidate pair", want == got, want, got
         )
-    assert session.net is not None and session.lo_pcap and session.veth_pcap
-    host = session.net.host_addr
-    lo, veth = settled(session.lo_pcap), settled(session.veth_pcap)
     legs = truth.legs(transport, result, session.servers)
     scope = check.scope
+    if session.net is None or not session.lo_pcap or not session.veth_pcap:
+        check.expect_values(truth.shared_listener(scope, legs, since), after=after)
+        return
+    host = session.net.host_addr
+    lo, veth = settled(session.lo_pcap), settled(session.veth_pcap)
     queries = truth.exact_from_capture(scope, legs, lo, veth, host)
     queries |= truth.relay_to_relay(scope, legs, lo, host)
     queries |= truth.from_browser(scope, legs)
@@ -93,39 +129,42 @@ def _check_call(
     check.expect_values(queries, after=after)
 
 
+def _scope(target: Target) -> Scope:
+    return target.lab.scope(ROLE) if target.lab is not None else target.scope
+
+
+def _setup(session: Session, transport: str, result: dict[str, Any], done_ms: float) -> Setup:
+    first = (result["firstRelay"]["a"], result["firstRelay"]["b"])
+    udp = session.servers[listener_name(transport, SIDES[0])].protocol == "UDP"
+    again = _retransmissions(session, transport) if udp and session.veth_pcap else None
+    return Setup(transport, dict(zip(SIDES, first, strict=True)), done_ms, again)
+
+
 def test_data_channels(
     browser: Session, target: Target, recorder: Recorder, report: BrowserReport
 ) -> None:
-    assert target.lab is not None
-    scope = target.lab.scope("f")
+    transports = tuple(t for t in DATA_TRANSPORTS if listener_name(t, SIDES[0]) in browser.servers)
     check = Checker(
-        scope, f"browser: data channel, {MESSAGES} x {SIZE} B echoed, per transport", recorder
-    )
+        _scope(target), f"browser: data channel, {MESSAGES} x {SIZE} B echoed, per transport",
+        recorder,
+    )  # fmt: skip
     start = check.snapshot().at
-    results = {t: browser.data_channel(t, MESSAGES, SIZE, TIMEOUT) for t in DATA_TRANSPORTS}
-    check.fresh()  # a scrape while all six allocations are up
+    results = {t: browser.data_channel(t, MESSAGES, SIZE, TIMEOUT) for t in transports}
+    check.fresh()  # a scrape while every allocation is up
     browser.hang_up()
     closed = time.time()
-    names = [listener_name(t, s) for t in DATA_TRANSPORTS for s in SIDES]
     for t, r in results.items():
         got = f"{r['echoed']} echoed, {r['echoedBytes']} B, {r['wrong']} wrong"
         want = f"{MESSAGES} echoed, {MESSAGES * SIZE} B, 0 wrong"
         check.expect_true(
             f"{t}: every message echoed, in order", "the page's counts", got == want, want, got
         )
-        report.setups.append(
-            Setup(
-                t,
-                dict(zip(SIDES, (r["firstRelay"]["a"], r["firstRelay"]["b"]), strict=True)),
-                r["openMs"],
-                _retransmissions(browser, t) if t == "udp" else None,
-            )
-        )
-    check.expect_absolute(_gauges(names, 0, "pc.close() released every allocation"), after=closed)
+        report.setups.append(_setup(browser, t, r, r["openMs"]))
+    check.expect_absolute(_gauges(browser, transports, up=False), after=closed)
     # Evaluated now, not at `closed`: the 250 ms subquery grid needs a step after the scrape.
-    check.expect_max(start, time.time(), _gauges(names, 1, "one allocation per peer connection"))
+    check.expect_max(start, time.time(), _gauges(browser, transports, up=True))
     for t, r in results.items():
-        _check_call(check, browser, t, r, closed)
+        _check_call(check, browser, t, r, closed, start)
     check.assert_all()
 
 
@@ -144,10 +183,9 @@ def test_udp_setup_without_stun_retransmission(
 ) -> None:
     """Over UDP, every TURN request is answered the first time: stunnerd's listener saw one
     frame per distinct request (listener rx - cluster tx = the signaling frames)."""
-    if "udp" not in browser.results:
-        pytest.skip("needs test_data_channels' UDP call")
-    assert target.lab is not None and browser.veth_pcap is not None
-    scope = target.lab.scope("f")
+    if "udp" not in browser.results or browser.veth_pcap is None:
+        pytest.skip("needs test_data_channels' UDP call and the local target's capture")
+    scope = _scope(target)
     check = Checker(scope, "browser: UDP setup without a STUN retransmission (issue 13)", recorder)
     veth = read_pcap(browser.veth_pcap)
     queries = {}
@@ -174,22 +212,15 @@ def test_udp_setup_without_stun_retransmission(
 def test_video_call(
     browser: Session, target: Target, recorder: Recorder, report: BrowserReport, reportdir: Path
 ) -> None:
-    assert target.lab is not None
-    scope = target.lab.scope("f")
+    if listener_name("video", SIDES[0]) not in browser.servers:
+        pytest.skip("the video call needs a TURN/UDP listener")
+    scope = _scope(target)
     check = Checker(scope, f"browser: video call, {CALL_SECONDS} s over TURN/UDP", recorder)
-    start = time.time()
+    start = check.snapshot().at
     r = browser.video_call(CALL_SECONDS, TIMEOUT)
     closed = float(r["closedAt"])
-    names = [listener_name("video", s) for s in SIDES]
     media = _media(r)
-    report.setups.append(
-        Setup(
-            "video",
-            dict(zip(SIDES, (r["firstRelay"]["a"], r["firstRelay"]["b"]), strict=True)),
-            r["connectedMs"],
-            _retransmissions(browser, "video"),
-        )
-    )
+    report.setups.append(_setup(browser, "video", r, r["connectedMs"]))
     report.call = {"media seconds": round(r["mediaUntil"] - r["mediaFrom"], 2), **media}
     check.expect_true(
         "media flowed both ways for the whole call",
@@ -198,11 +229,12 @@ def test_video_call(
         f">= {CALL_SECONDS} s, every figure > 0",
         ", ".join(f"{k} {v:g}" for k, v in media.items()),
     )
-    check.expect_absolute(_gauges(names, 0, "pc.close() released every allocation"), after=closed)
-    check.expect_max(start, time.time(), _gauges(names, 1, "one allocation per peer connection"))
-    _check_call(check, browser, "video", r, closed)
+    check.expect_absolute(_gauges(browser, ("video",), up=False), after=closed)
+    check.expect_max(start, time.time(), _gauges(browser, ("video",), up=True))
+    _check_call(check, browser, "video", r, closed, start)
+    names = sorted({browser.servers[listener_name("video", s)].name for s in SIDES})
     report.plot = plot_call(
-        reportdir, scope.prom, scope.selector, names, float(r["startedAt"]) - 2, time.time()
+        reportdir, scope.prom, scope.selector, names, float(r["startedAt"]), time.time()
     )
     check.assert_all()
 
@@ -225,8 +257,9 @@ def test_nothing_left_the_browser_namespace(
     browser: Session, target: Target, recorder: Recorder
 ) -> None:
     """Every packet on the namespace's only link is TURN between the browser and stunnerd."""
-    assert target.lab is not None and browser.net is not None and browser.veth_pcap is not None
-    check = Checker(target.lab.scope("f"), "browser: nothing but TURN left the namespace", recorder)
+    if browser.net is None or browser.veth_pcap is None:
+        pytest.skip("the external target's browser runs on this host's network")
+    check = Checker(_scope(target), "browser: nothing but TURN left the namespace", recorder)
     net = browser.net
     ports = {s.port for s in browser.servers.values()}
     veth = read_pcap(browser.veth_pcap)

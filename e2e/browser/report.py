@@ -70,41 +70,48 @@ class BrowserReport:
 
 
 def plot_call(
-    outdir: Path, prom: PromClient, selector: str, names: list[str], start: float, end: float
+    outdir: Path,
+    prom: PromClient,
+    selector: str,
+    names: list[str],
+    call_start: float,
+    end: float,
 ) -> str:
-    """plots/browser-call.png: packets/s per listener and direction; its relative path."""
+    """plots/browser-call.png, the panels of an operator's dashboard during the call: packets/s
+    per listener and direction (listener solid, cluster dashed) and bits/s relayed to peers.
+    Returns the path relative to the report."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    matcher = "|".join(names)
-    fig, ax = plt.subplots(figsize=(10, 4))
-    for family, style in (
-        ("stunner_listener_packets_total", "-"),
-        ("stunner_cluster_packets_total", "--"),
-    ):
-        query = (
-            f'sum by (name, direction) (rate({family}{{{selector}, name=~"{matcher}"}}'
-            f"[{RATE_WINDOW}]))"
-        )
+    sel = f'{selector}, name=~"{"|".join(names)}"'
+    panels = (
+        ("packets/s", "stunner_listener_packets_total", "-", 1.0),
+        ("packets/s", "stunner_cluster_packets_total", "--", 1.0),
+        ("bits/s to and from peers", "stunner_cluster_bytes_total", "-", 8.0),
+    )
+    fig, axes = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
+    for ylabel, family, style, scale in panels:
+        ax = axes[0] if ylabel == "packets/s" else axes[1]
+        query = f"sum by (name, direction) (rate({family}{{{sel}}}[{RATE_WINDOW}]))"
         try:
-            series = prom.query_range(query, start, end, 1.0)
+            series = prom.query_range(query, call_start - 2, end, 1.0)
         except Exception as exc:  # the plot must not hide the test results
             log.warning("browser plot: %s", exc)
             continue
         kind = family.split("_")[1]
         for labels, points in series:
             ax.plot(
-                [t - start for t, _ in points],
-                [v for _, v in points],
+                [t - call_start for t, _ in points],
+                [v * scale for _, v in points],
                 style,
                 label=f"{kind} {labels.get('name', '')} {labels.get('direction', '')}",
             )
-    ax.set_title(f"video call through stunnerd: packets/s (rate over {RATE_WINDOW})")
-    ax.set_xlabel("seconds since the call started")
-    ax.set_ylabel("packets/s")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    axes[0].set_title(f"video call through stunnerd (rate over {RATE_WINDOW}, 1 s scrapes)")
+    axes[1].set_xlabel("seconds since the call started")
     fig.tight_layout()
     plots = outdir / "plots"
     plots.mkdir(exist_ok=True)

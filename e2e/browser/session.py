@@ -24,6 +24,7 @@ from e2e.browser.chromium import Chromium, spki_hash
 from e2e.browser.netns import BrowserNet, browser_net
 from e2e.certs import SelfSigned, self_signed
 from e2e.netutil import free_port, poll
+from e2e.targets.base import Target
 
 PAGE = Path(__file__).with_name("page.html")
 ROLE = "f"  # the lab's gateway role for the browser scenario
@@ -131,6 +132,49 @@ class Session:
         """getStats() and close every open call; the stats join that call's result."""
         for label, closing in self.call("stunnerE2E.hangUp()", 10).items():
             self.results[label].update(closing)
+
+
+def external_servers(target: Target) -> dict[str, TurnServer]:
+    """Both sides of each call on the one listener per transport the deployment offers."""
+    by_transport = {"udp": "udp", "tcp": "tcp", "tls": "tls", "video": "udp"}
+    out = {}
+    for transport, protocol in by_transport.items():
+        ep = target.listeners.get(protocol)
+        if ep is None:
+            continue
+        _, scheme, over = TRANSPORTS[transport]
+        uri = f"{scheme}:{ep.host}:{ep.port}?transport={over}"
+        for side in SIDES:
+            out[listener_name(transport, side)] = TurnServer(
+                ep.name, protocol.upper(), ep.host, ep.port, uri, target.username, target.password
+            )
+    return out
+
+
+@contextlib.contextmanager
+def external_session(
+    target: Target, binary: str, logdir: Path, cafile: str | None
+) -> Iterator[Session]:
+    """Chromium on this host's network, aimed at a deployment's listeners (`--browser`).
+
+    No namespace and no capture: the browser must reach the deployment. TURNS is trusted
+    through the SPKI of `--turn-ca`'s certificates, or verified against public roots.
+    """
+    servers = external_servers(target)
+    trust = []
+    if cafile:
+        pem = Path(cafile).read_bytes()
+        marker = b"-----END CERTIFICATE-----"
+        trust = [spki_hash(block + marker) for block in pem.split(marker) if b"BEGIN" in block]
+    with Chromium(
+        binary,
+        url=PAGE.resolve().as_uri(),
+        trust_spki=trust,
+        resolvable=sorted({s.host for s in servers.values()}),
+        log_path=logdir / "chromium.log",
+    ) as browser:
+        wait_for_page(browser)
+        yield Session(browser, servers, None, None, None)
 
 
 def wait_for_page(browser: Chromium, timeout: float = 15.0) -> None:

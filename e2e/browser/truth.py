@@ -199,6 +199,44 @@ def from_browser(scope: Scope, leg_list: list[Leg]) -> Queries:
     return out
 
 
+def delta(scope: Scope, family: c.Family, name: str, direction: str, since: float) -> str:
+    """Counter increase since `since` (a deployment's counters do not start at 0)."""
+    now = metric(scope, family, name, direction)
+    return f"{now} - {now.removesuffix(')')} @ {since:.3f})"
+
+
+def shared_listener(scope: Scope, leg_list: list[Leg], since: float) -> Queries:
+    """Both legs on one listener (the external target): its series are their sums.
+
+    Cluster tx lies within the senders' counts plus what getStats() leaves out; cluster rx
+    is at least what both sides counted received, and at most what both relays sent.
+    """
+    name = leg_list[0].server.name
+    sent = sum(leg.sent for leg in leg_list)
+    received = sum(leg.received for leg in leg_list)
+    slack = UNCOUNTED * len(leg_list)
+    tx = delta(scope, c.CLUSTER_PACKETS, name, TX, since)
+    rx = delta(scope, c.CLUSTER_PACKETS, name, RX, since)
+    why_tx = "both sides' packetsSent + requestsSent + responsesSent (+ uncounted)"
+    return {
+        f"browser: cluster tx packets {name}": (tx, Expect.between(sent, sent + slack, why_tx)),
+        f"browser: cluster rx packets {name}": (
+            rx,
+            Expect.between(received, sent + slack, "counted received .. sent by both relays"),
+        ),
+        f"relay-to-relay: cluster rx - tx {name}": (
+            f"({rx}) - ({tx})",
+            Expect.between(
+                -BEFORE_PERMISSION * len(leg_list), 0, "early checks and late close packets"
+            ),
+        ),
+        f"connections {name}": (
+            delta(scope, c.CLUSTER_CONNECTIONS_TOTAL, name, "", since),
+            Expect.exact(len(leg_list), "one allocation per peer connection"),
+        ),
+    }
+
+
 def connections(scope: Scope, leg_list: list[Leg], value: int) -> Queries:
     """One allocation (UDP: one 5-tuple; TCP/TLS: one connection) per leg, ever."""
     out: Queries = {}
