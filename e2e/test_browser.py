@@ -186,7 +186,12 @@ def test_udp_setup_without_stun_retransmission(
     if "udp" not in browser.results or browser.veth_pcap is None:
         pytest.skip("needs test_data_channels' UDP call and the local target's capture")
     scope = _scope(target)
-    check = Checker(scope, "browser: UDP setup without a STUN retransmission (issue 13)", recorder)
+    # Marked as intended failures in the report while issue 13 is open; drop `negative` with
+    # the xfail mark.
+    check = Checker(
+        scope, "browser: UDP setup without a STUN retransmission (xfail: issue 13)", recorder,
+        negative=True,
+    )  # fmt: skip
     veth = read_pcap(browser.veth_pcap)
     queries = {}
     for side in SIDES:
