@@ -40,7 +40,9 @@ def netns_unavailable_reason() -> str | None:
 
 
 def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
+    done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10)
+    if done.returncode != 0:
+        raise RuntimeError(f"ip {' '.join(args)}: {done.stderr.strip() or done.returncode}")
 
 
 @dataclass
@@ -111,7 +113,7 @@ def browser_net() -> Iterator[BrowserNet]:
                 yield net
             finally:
                 # Deleting one end deletes the pair (the namespace end may be gone already).
-                with contextlib.suppress(subprocess.CalledProcessError):
+                with contextlib.suppress(RuntimeError):
                     _ip("link", "del", net.host_if)
         finally:
             _ip("netns", "del", net.namespace)

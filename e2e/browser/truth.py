@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from e2e import contract as c
-from e2e.browser.capture import Packet, udp_flow
+from e2e.browser.capture import Flow, Packet, udp_flow
 from e2e.browser.session import SIDES, TurnServer, listener_name
 from e2e.checks import Expect, Scope
 from e2e.contract import RX, TX
@@ -98,40 +98,43 @@ def candidate_facts(transport: str, result: dict[str, Any]) -> list[tuple[str, s
     return facts
 
 
+def _exact_flow(
+    out: Queries, scope: Scope, families: tuple[c.Family, c.Family], name: str, direction: str,
+    flow: Flow, why: str,
+) -> None:  # fmt: skip
+    """Packets and bytes of one series pair, exactly as a capture counted them."""
+    kind = families[0].name.split("_")[1]  # listener | cluster
+    packets, octets = families
+    out[f"capture: {kind} {direction} packets {name}"] = (
+        metric(scope, packets, name, direction),
+        Expect.exact(flow.packets, why),
+    )
+    out[f"capture: {kind} {direction} bytes {name}"] = (
+        metric(scope, octets, name, direction),
+        Expect.exact(flow.bytes, why),
+    )
+
+
 def exact_from_capture(
     scope: Scope, leg_list: list[Leg], lo: list[Packet], veth: list[Packet], host: str
 ) -> Queries:
     """Cluster tx of each leg from the lo capture; UDP listener frames from the veth capture."""
     out: Queries = {}
+    cluster = (c.CLUSTER_PACKETS, c.CLUSTER_BYTES)
+    listener = (c.LISTENER_PACKETS, c.LISTENER_BYTES)
     for leg in leg_list:
         name = leg.server.name
         sent = udp_flow(lo, src=(host, leg.relay_port))
         why = f"datagrams from relay port {leg.relay_port} (lo capture)"
-        out[f"capture: cluster tx packets {name}"] = (
-            metric(scope, c.CLUSTER_PACKETS, name, TX),
-            Expect.exact(sent.packets, why),
-        )
-        out[f"capture: cluster tx bytes {name}"] = (
-            metric(scope, c.CLUSTER_BYTES, name, TX),
-            Expect.exact(sent.bytes, why),
-        )
+        _exact_flow(out, scope, cluster, name, TX, sent, why)
         if leg.server.protocol != "UDP":
             continue
-        listener = (host, leg.server.port)
-        for direction, flow in (
-            (RX, udp_flow(veth, dst=listener)),
-            (TX, udp_flow(veth, src=listener)),
-        ):
-            way = "to" if direction == RX else "from"
-            why = f"datagrams {way} {host}:{leg.server.port} (veth capture)"
-            out[f"capture: listener {direction} packets {name}"] = (
-                metric(scope, c.LISTENER_PACKETS, name, direction),
-                Expect.exact(flow.packets, why),
-            )
-            out[f"capture: listener {direction} bytes {name}"] = (
-                metric(scope, c.LISTENER_BYTES, name, direction),
-                Expect.exact(flow.bytes, why),
-            )
+        port = (host, leg.server.port)
+        to_listener, from_listener = udp_flow(veth, dst=port), udp_flow(veth, src=port)
+        why = f"datagrams to {host}:{leg.server.port} (veth capture)"
+        _exact_flow(out, scope, listener, name, RX, to_listener, why)
+        why = f"datagrams from {host}:{leg.server.port} (veth capture)"
+        _exact_flow(out, scope, listener, name, TX, from_listener, why)
     return out
 
 
@@ -180,23 +183,18 @@ def from_browser(scope: Scope, leg_list: list[Leg]) -> Queries:
                 "at least what this side counted, at most what the other side sent",
             ),
         )  # fmt: skip
-        if leg.server.protocol != "UDP":
-            # No frame count on the wire for streams: signaling frames within a margin.
-            lo_sig, hi_sig = STREAM_SIGNALING
-            out[f"browser: listener rx packets {name}"] = (
-                metric(scope, c.LISTENER_PACKETS, name, RX),
-                Expect.between(
-                    leg.sent + lo_sig, leg.sent + UNCOUNTED + hi_sig,
-                    "cluster tx + TURN requests",
-                ),
-            )  # fmt: skip
-            out[f"browser: listener tx packets {name}"] = (
-                metric(scope, c.LISTENER_PACKETS, name, TX),
-                Expect.between(
-                    leg.received + lo_sig, other.sent + UNCOUNTED + hi_sig,
-                    "cluster rx + TURN answers",
-                ),
-            )  # fmt: skip
+        if leg.server.protocol == "UDP":
+            continue
+        # No frame count on the wire for streams: relayed frames plus signaling frames.
+        lo_sig, hi_sig = STREAM_SIGNALING
+        for direction, low, high, why in (
+            (RX, leg.sent, leg.sent, "cluster tx + TURN requests"),
+            (TX, leg.received, other.sent, "cluster rx + TURN answers"),
+        ):
+            out[f"browser: listener {direction} packets {name}"] = (
+                metric(scope, c.LISTENER_PACKETS, name, direction),
+                Expect.between(low + lo_sig, high + UNCOUNTED + hi_sig, why),
+            )
     return out
 
 
