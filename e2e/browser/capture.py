@@ -80,7 +80,7 @@ def capturing(interface: str, bpf: str, path: Path, *, logdir: Path) -> Iterator
         proc.stop(child, signal.SIGINT, timeout=5)  # SIGINT: flush and exit
 
 
-def settled(path: Path, *, quiet: float = 0.3, timeout: float = 5.0) -> list[Packet]:
+def settled(path: Path, *, quiet: float = 0.2, timeout: float = 5.0) -> list[Packet]:
     """The capture once tcpdump has written nothing new for `quiet` s (the traffic is over)."""
     deadline = time.monotonic() + timeout
     size = -1

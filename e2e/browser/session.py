@@ -210,7 +210,6 @@ def local_session(lab: Any, binary: str, workdir: Path) -> Iterator[Session]:
             host, (gateway.address, gateway.health_port), lab.metrics_url(ROLE), ports, cert
         )
         stack.enter_context(lab.running(ROLE, config))
-        lab.wait_up(ROLE)
         browser = stack.enter_context(
             Chromium(
                 binary,
@@ -221,5 +220,6 @@ def local_session(lab: Any, binary: str, workdir: Path) -> Iterator[Session]:
                 log_path=lab.logdir / "chromium.log",
             )
         )
+        lab.wait_up(ROLE)  # scraped while the browser started
         wait_for_page(browser)
         yield Session(browser, servers, net, veth_pcap, lo_pcap)
