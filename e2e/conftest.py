@@ -90,7 +90,9 @@ class _Run:
         self.recorder = Recorder()
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if report.skipped and isinstance(report.longrepr, tuple):
+        if report.skipped and hasattr(report, "wasxfail"):  # an expected failure, not a skip
+            self.info.outcomes[report.nodeid] = f"xfailed: {report.wasxfail}"
+        elif report.skipped and isinstance(report.longrepr, tuple):
             self.info.outcomes[report.nodeid] = f"skipped: {report.longrepr[2]}"
         elif report.when == "call":
             self.info.outcomes[report.nodeid] = report.outcome

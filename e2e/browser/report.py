@@ -54,7 +54,7 @@ class BrowserReport:
             "# Browser calls (Chromium, relay-only, through stunnerd)",
             "",
             "| transport | first relay candidate (caller / callee) "
-            "| data channel open / connected | STUN retransmissions |",
+            "| data channel open / connected | STUN retransmissions (both sides) |",
             "|---|---|---|---|",
         ]
         for s in self.setups:
