@@ -14,7 +14,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -25,6 +25,9 @@ from e2e.browser.netns import BrowserNet, browser_net
 from e2e.certs import SelfSigned, self_signed
 from e2e.netutil import free_port, poll
 from e2e.targets.base import Target
+
+if TYPE_CHECKING:
+    from e2e.targets.local import LocalLab
 
 PAGE = Path(__file__).with_name("page.html")
 ROLE = "f"  # the lab's gateway role for the browser scenario
@@ -187,7 +190,7 @@ def wait_for_page(browser: Chromium, timeout: float = 15.0) -> None:
 
 
 @contextlib.contextmanager
-def local_session(lab: Any, binary: str, workdir: Path) -> Iterator[Session]:
+def local_session(lab: LocalLab, binary: str, workdir: Path) -> Iterator[Session]:
     """Namespace, gateway `f` on the veth's host end, both captures, then the browser."""
     with contextlib.ExitStack() as stack:
         net = stack.enter_context(browser_net())
