@@ -143,7 +143,12 @@ def soak(session: nox.Session) -> None:
 
 
 # Binaries the local target runs, and the Debian/Ubuntu package of each.
-E2E_BINARIES = {"prometheus": "prometheus", "turnutils_uclient": "coturn"}
+E2E_BINARIES = {
+    "prometheus": "prometheus",
+    "turnutils_uclient": "coturn",
+    "chromium": "chromium",
+    "tcpdump": "tcpdump",
+}
 
 
 def _debian_like() -> bool:
@@ -157,7 +162,8 @@ def _debian_like() -> bool:
 
 
 def _ensure_e2e_binaries(session: nox.Session) -> None:
-    """Install prometheus (and coturn's uclient) with apt-get when root on Debian/Ubuntu."""
+    """Install prometheus (and coturn's uclient, chromium, tcpdump) with apt-get when root on
+    Debian/Ubuntu."""
     missing = sorted({pkg for exe, pkg in E2E_BINARIES.items() if shutil.which(exe) is None})
     if not missing:
         return
@@ -172,3 +178,8 @@ def _ensure_e2e_binaries(session: nox.Session) -> None:
         )
     if shutil.which("turnutils_uclient") is None:
         session.warn("turnutils_uclient not found (apt-get install coturn): its test will skip")
+    if shutil.which("chromium") is None or shutil.which("tcpdump") is None:
+        session.warn(
+            "chromium or tcpdump not found (apt-get install chromium tcpdump): "
+            "the browser scenario will skip"
+        )

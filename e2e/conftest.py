@@ -65,6 +65,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default="",
         help='external: label matchers for the gateway\'s series, e.g. namespace="stunner"',
     )
+    group.addoption(
+        "--browser",
+        action="store_true",
+        help="external: also run the Chromium scenario through the --turn-uri listeners "
+        "(local: on by default when chromium is on PATH)",
+    )
     group.addoption("--keep", action="store_true", help="keep configs and Prometheus TSDB")
     group.addoption(
         "--stunnerd",
@@ -84,7 +90,9 @@ class _Run:
         self.recorder = Recorder()
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if report.skipped and isinstance(report.longrepr, tuple):
+        if report.skipped and hasattr(report, "wasxfail"):  # an expected failure, not a skip
+            self.info.outcomes[report.nodeid] = f"xfailed: {report.wasxfail}"
+        elif report.skipped and isinstance(report.longrepr, tuple):
             self.info.outcomes[report.nodeid] = f"skipped: {report.longrepr[2]}"
         elif report.when == "call":
             self.info.outcomes[report.nodeid] = report.outcome

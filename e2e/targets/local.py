@@ -2,8 +2,9 @@
 
 Roles: `a` is the main gateway (UDP, TCP and TLS listeners routed to the backend's cluster, a
 listener routed to a cluster without it, and a UDP listener reserved for turnutils_uclient,
-which leaks allocations by design); `b`, `c`, `d` and `e` are started by single scenarios
-(metricsEndpoint off-then-on, the miscounting wrapper, stunnerctl output, two workers).
+which leaks allocations by design); `b`, `c`, `d`, `e` and `f` are started by single scenarios
+(metricsEndpoint off-then-on, the miscounting wrapper, stunnerctl output, two workers, the
+browser's gateway).
 Every gateway's metrics address is in Prometheus' file_sd list from the start, so a gateway
 that starts later is scraped within one interval instead of waiting for service discovery.
 """
@@ -30,7 +31,7 @@ from e2e.targets.base import Target
 
 log = logging.getLogger(__name__)
 
-ROLES = ("a", "b", "c", "d", "e")
+ROLES = ("a", "b", "c", "d", "e", "f")
 MEDIA_PLANE = "stunner/media-plane"
 ELSEWHERE = "stunner/elsewhere"
 ELSEWHERE_ENDPOINTS = ["192.0.2.0/24"]  # TEST-NET-1: holds no backend
