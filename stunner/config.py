@@ -65,6 +65,7 @@ class LimitsConfig:
     tls_handshake_timeout: int = 10
     max_message_size: int = 8192
     udp_amplification_guard: bool = True
+    max_allocation_lifetime: int = c.MAX_ALLOCATION_LIFETIME  # seconds; like coturn's option
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,6 +346,7 @@ _LIMIT_RANGES: Mapping[str, tuple[int, int]] = {
     "tcp_idle_timeout": (0, 86400),
     "tls_handshake_timeout": (1, 600),
     "max_message_size": (548, 65539),
+    "max_allocation_lifetime": (1, 86400),
 }
 _AUTH_KEYS = ("type", "realm", "credentials")
 _CREDENTIAL_KEYS = ("username", "password", "secret")
