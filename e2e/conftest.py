@@ -25,6 +25,7 @@ ORDER = (
     "test_traffic",
     "test_uclient",
     "test_waves",
+    "test_shapes",
     "test_dashboard",
     "test_denied_peer",
     "test_reload",

@@ -1,9 +1,11 @@
 """The local target: stunnerd processes on 127.0.0.x, a UDP echo backend, a real Prometheus.
 
 Roles: `a` is the main gateway (UDP, TCP and TLS listeners routed to the backend's cluster, a
-listener routed to a cluster without it, and a UDP listener reserved for turnutils_uclient,
-which leaks allocations by design); `b`, `c`, `d` and `e` are started by single scenarios
-(metricsEndpoint off-then-on, the miscounting wrapper, stunnerctl output, two workers).
+listener routed to a cluster without it, a UDP listener reserved for turnutils_uclient,
+which leaks allocations by design, and one listener per traffic shape); `b` to `h` are started
+by single scenarios (metricsEndpoint off-then-on, the miscounting wrapper, stunnerctl output,
+two workers, a lifetime cap, two deviant gateways). One more address is the stranger: a
+source no permission ever names.
 Every gateway's metrics address is in Prometheus' file_sd list from the start, so a gateway
 that starts later is scraped within one interval instead of waiting for service discovery.
 """
@@ -30,7 +32,7 @@ from e2e.targets.base import Target
 
 log = logging.getLogger(__name__)
 
-ROLES = ("a", "b", "c", "d", "e")
+ROLES = ("a", "b", "c", "d", "e", "f", "g", "h")
 MEDIA_PLANE = "stunner/media-plane"
 ELSEWHERE = "stunner/elsewhere"
 ELSEWHERE_ENDPOINTS = ["192.0.2.0/24"]  # TEST-NET-1: holds no backend
@@ -43,6 +45,28 @@ NAMES = {
     "denied": "stunner/denied-gateway/udp-listener",
     "uclient": "stunner/uclient-gateway/udp-listener",
 }
+# One listener per traffic shape and protocol on gateway `a`, so shapes run side by side and
+# each one's counters are its own (e2e/shapes.py); "restart" is test_restart's.
+SHAPES = (
+    "asym/udp",
+    "asym/tcp",
+    "unsolicited/udp",
+    "pipeline/udp",
+    "pipeline/tcp",
+    "pipeline/tls",
+    "vanish/tcp",
+    "vanish/tls",
+    "sendfail/udp",
+    "sendfail/tcp",
+    "guard/udp",
+    "restart/udp",
+    "restart/tls",
+)
+
+
+def shape_name(key: str) -> str:
+    shape, protocol = key.split("/")
+    return f"stunner/{shape}-gateway/{protocol}-listener"
 
 
 class LocalLab:
@@ -72,13 +96,13 @@ class LocalLab:
 
     def _setup(self, prometheus_binary: str) -> None:
         try:
-            lease = lease_addresses(len(ROLES) + 1, want_tcp_port=self.spec.port)
+            lease = lease_addresses(len(ROLES) + 2, want_tcp_port=self.spec.port)
             self.metrics_port = {role: self.spec.port for role in ROLES}
         except RuntimeError:
-            lease = lease_addresses(len(ROLES) + 1)
+            lease = lease_addresses(len(ROLES) + 2)
             self.metrics_port = {}
         self._stack.callback(lease.close)
-        *gateway_addrs, backend_addr = lease.addresses
+        *gateway_addrs, backend_addr, self.stranger = lease.addresses
         self.address = dict(zip(ROLES, gateway_addrs, strict=True))
         for role, addr in self.address.items():
             if role not in self.metrics_port:
@@ -90,6 +114,8 @@ class LocalLab:
                     self.metrics_port[role],
                 )
         self.backend = self._stack.enter_context(EchoBackend(backend_addr))
+        # In the same cluster (same IP, another port): answers bigger, sometimes twice.
+        self.asymmetric = self._stack.enter_context(EchoBackend(backend_addr, asymmetric=True))
         self.static = self._stack.enter_context(
             StaticTarget("127.0.0.1", self.spec.path, SELFTEST_LISTENER)
         )
@@ -172,6 +198,18 @@ class LocalLab:
             gw.ListenerSpec(NAMES["denied"], "UDP", free_port(addr), [ELSEWHERE]),
             gw.ListenerSpec(NAMES["uclient"], "UDP", free_port(addr), [MEDIA_PLANE]),
         ]
+        for key in SHAPES:
+            tls = key.endswith("/tls")
+            listeners.append(
+                gw.ListenerSpec(
+                    shape_name(key),
+                    key.split("/")[1].upper(),
+                    free_port(addr),
+                    [MEDIA_PLANE],
+                    self.cert.cert_b64 if tls else "",
+                    self.cert.key_b64 if tls else "",
+                )
+            )
         return gw.GatewayConfig(
             name="e2e-a",
             address=addr,
@@ -180,6 +218,14 @@ class LocalLab:
             listeners=listeners,
             clusters=[self.backend_cluster(), gw.ClusterSpec(ELSEWHERE, ELSEWHERE_ENDPOINTS)],
         )
+
+    def shape_endpoint(self, config: gw.GatewayConfig, key: str) -> Endpoint:
+        """How a client reaches the listener of shape `key` ("asym/udp") in `config`."""
+        name = shape_name(key)
+        (lis,) = (lis for lis in config.listeners if lis.name == name)
+        protocol = key.split("/")[1]
+        ctx = self.cert.client_context() if protocol == "tls" else None
+        return Endpoint(name, protocol, config.address, lis.port, ctx)  # type: ignore[arg-type]
 
     def wait_up(self, role: str, timeout: float = 25.0) -> None:
         """Until Prometheus has scraped `role` successfully (first sample ~6 s on 2.42)."""
@@ -255,4 +301,7 @@ def main_target(lab: LocalLab) -> Target:
         uclient=endpoint("uclient", "udp"),
         lab=lab,
         notes=[f"scrape config from {lab.spec.source}"],
+        asymmetric_peer=lab.asymmetric.address,
+        stranger_host=lab.stranger,
+        shape_listeners={key: lab.shape_endpoint(config, key) for key in SHAPES},
     )
