@@ -13,12 +13,15 @@ one after another on the target's listeners.
 | vanish | a TCP/TLS reset without Refresh(0) that leaves the allocation or the gauges behind |
 | sendfail | a send the kernel refused counted as sent (peer port 0: sendto fails, EINVAL) |
 | guard | an answer the amplification guard withheld counted as tx |
+| expiry | UDP clients that fall silent: gauges must follow the allocation's expiry (local: a
+gateway with `max_allocation_lifetime: 3`) |
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -255,6 +258,38 @@ def _guard_blocking(run: Run) -> dict[Key, Expect]:
     return expected | truth.zero_counters(name, families) | truth.gauges(name, 0, "no allocation")
 
 
+# -- UDP silence until expiry ----------------------------------------------------------------
+
+LIFETIME_CAP = 3  # seconds: admin.limits.max_allocation_lifetime of the expiry gateway
+
+
+async def expiry(run: Run) -> dict[Key, Expect]:
+    """Two UDP clients relay, stay until a scrape saw them (aioice refreshes the short
+    lifetime meanwhile), then fall silent: no Refresh(0). The gateway's lifetime cap ends the
+    allocations; the gauges must drop back to 0 and the peak must have been 2."""
+    start = time.time()
+    allocs = await run.open(2)
+    try:
+        await asyncio.gather(*(a.echo_many(run.target.peer, 3, 90, 90 + i)
+                               for i, a in enumerate(allocs)))  # fmt: skip
+        await asyncio.to_thread(run.check.fresh)
+        silent = time.time()
+        await asyncio.gather(*(a.vanish() for a in allocs))
+    finally:
+        await close_all(allocs)
+    name = run.endpoint.name
+    peak = truth.gauges(name, 2, "both clients held an allocation")
+    await asyncio.to_thread(run.check.expect_max, start, silent, peak, "before the silence")
+    expected = run.counted(allocs)
+    # The gauges reach 0 only by expiry: the cap, one sweep and one scrape later.
+    gauges = {k: v for k, v in expected.items() if k.family in _GAUGES}
+    settle = LIFETIME_CAP + 6.0
+    await asyncio.to_thread(run.check.expect_absolute, gauges, after=silent, settle=settle)
+    return {k: v for k, v in expected.items() if k.family not in _GAUGES}
+
+
+_GAUGES = {f.name for f in c.GAUGES}
+
 SHAPES: dict[str, tuple[ShapeFn, tuple[str, ...]]] = {
     "asym": (asym, ("udp", "tcp")),
     "unsolicited": (unsolicited, ("udp",)),
@@ -263,3 +298,5 @@ SHAPES: dict[str, tuple[ShapeFn, tuple[str, ...]]] = {
     "sendfail": (sendfail, ("udp", "tcp")),
     "guard": (guard, ("udp",)),
 }
+# Shapes that need a gateway of their own (local only): test_shapes starts it.
+LOCAL_SHAPES: dict[str, ShapeFn] = {"expiry": expiry}

@@ -13,17 +13,18 @@ import pytest
 
 from e2e import contract as c
 from e2e.checks import Checker, Recorder
-from e2e.shapes import SHAPES, Run
+from e2e.shapes import LIFETIME_CAP, LOCAL_SHAPES, SHAPES, Run
 from e2e.targets.base import Target
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 GAUGES = {f.name for f in c.GAUGES}
+EXPIRY_LISTENER = "stunner/expiry-gateway/udp-listener"
 
 
 async def _run_one(run: Run, shape: str) -> Checker:
     check = run.check
-    fn, _ = SHAPES[shape]
+    fn = SHAPES[shape][0] if shape in SHAPES else LOCAL_SHAPES[shape]
     since = await asyncio.to_thread(check.snapshot)
     try:
         expected = await fn(run)
@@ -52,10 +53,27 @@ def _runs(target: Target, recorder: Recorder) -> list[tuple[Run, str]]:
     return runs
 
 
+async def _expiry(target: Target, recorder: Recorder) -> list[Checker]:
+    """UDP silence until expiry, on gateway `f` with a short lifetime cap (local only)."""
+    lab = target.lab
+    assert lab is not None
+    config = lab.single_udp_config("f", metrics=True)
+    config.listeners[0].name = EXPIRY_LISTENER
+    config.limits = {"max_allocation_lifetime": LIFETIME_CAP}
+    check = Checker(lab.scope("f"), f"shape expiry (udp, lifetime cap {LIFETIME_CAP} s)", recorder)
+    with lab.running("f", config):
+        lab.wait_up("f")
+        run = Run(target, lab.single_udp_endpoint(config), check)
+        return [await _run_one(run, "expiry")]
+
+
 async def test_traffic_shapes(target: Target, recorder: Recorder) -> None:
     runs = _runs(target, recorder)
     if target.shape_listeners:  # each shape on its own listener: side by side
-        checks = await asyncio.gather(*(_run_one(run, shape) for run, shape in runs))
+        groups = await asyncio.gather(
+            _expiry(target, recorder), *(_run_one(run, shape) for run, shape in runs)
+        )
+        checks = [*groups[0], *groups[1:]]  # type: ignore[misc]
     else:  # shared listeners: one after another
         checks = [await _run_one(run, shape) for run, shape in runs]
     bad = [f"{k.scenario}: {f.check}: expected {f.expected}, got {f.got}"
