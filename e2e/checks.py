@@ -267,9 +267,9 @@ class Checker:
         }
         self.expect_values(queries, at=end)
 
-    def expect_true(self, check: str, what: str, ok: bool, expected: str, got: str) -> None:
+    def expect_true(self, check: str, what: str, ok: bool, expected: object, got: object) -> None:
         """A harness-side fact (echo backend counts, a process id) recorded like a query."""
-        self._record(check, what, expected, got, ok, time.time())
+        self._record(check, what, str(expected), str(got), ok, time.time())
 
     # -- series shape -----------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from aioice import stun, turn
 Address = tuple[str, int]
 Protocol = Literal["udp", "tcp", "tls"]
 ECHO_TIMEOUT = 3.0
+MAX_ROUNDS = 100_000  # bounds every echo loop even if its stop signal never comes
 CLOSE_TIMEOUT = 10.0
 
 
@@ -384,3 +385,13 @@ async def open_many(
 
 async def close_all(allocs: Sequence[Allocation]) -> None:
     await asyncio.gather(*(a.close() for a in allocs), return_exceptions=True)
+
+
+async def keep_echoing(
+    alloc: Allocation, peer: Address, stop: asyncio.Event, size: int = 120, tag: int = 7
+) -> None:
+    """Echo until `stop` is set (bounded: at most MAX_ROUNDS echoes)."""
+    for seq in range(MAX_ROUNDS):
+        if stop.is_set():
+            return
+        await alloc.echo(peer, payload(tag, seq, size))

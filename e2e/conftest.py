@@ -29,6 +29,7 @@ ORDER = (
     "test_dashboard",
     "test_denied_peer",
     "test_reload",
+    "test_restart",
     "test_metrics_endpoint",
     "test_miscounting",
     "test_stunnerctl",

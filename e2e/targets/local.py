@@ -59,8 +59,8 @@ SHAPES = (
     "sendfail/udp",
     "sendfail/tcp",
     "guard/udp",
+    "restart/tls",  # before restart/udp: once the moved UDP port serves, TLS has restarted
     "restart/udp",
-    "restart/tls",
 )
 
 
