@@ -1,4 +1,5 @@
-"""Sessions: `nox -s tests` (lint, types, unit and integration tests), `nox -s e2e` (main job)."""
+"""Sessions: `nox -s tests` (lint, types, unit and integration tests), `nox -s e2e` (main job),
+`nox -s mutants` (the fault catalogue against the e2e scenarios)."""
 
 from __future__ import annotations
 
@@ -50,6 +51,14 @@ def e2e(session: nox.Session) -> None:
     session.run(
         "pytest", "-q", "-rfE", "-p", "no:cacheprovider", "-m", "e2e", "e2e", *session.posargs
     )
+
+
+@nox.session(python=PYTHON, default=False)
+def mutants(session: nox.Session) -> None:
+    """Each fault of e2e/faults.py in a copy of the tree; the e2e scenarios must catch it all."""
+    _ensure_e2e_binaries(session)
+    _install(session, "e2e", extras="[operator]")
+    session.run("python", "-m", "e2e.mutate", *session.posargs)
 
 
 @nox.session(python=PYTHON, default=False)
