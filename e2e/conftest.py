@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from e2e.checks import Recorder
+from e2e.clauses import PROFILES
 from e2e.report import RunInfo, write_plots, write_tables
 from e2e.targets.base import Target
 
@@ -67,6 +68,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default="",
         help='external: label matchers for the gateway\'s series, e.g. namespace="stunner"',
     )
+    group.addoption(
+        "--profile",
+        choices=sorted(PROFILES),
+        default="spec",
+        help="conformance profile: spec (strict, default), or a released upstream's documented "
+        "behaviours (reported as deviations, not failures)",
+    )
     group.addoption("--keep", action="store_true", help="keep configs and Prometheus TSDB")
     group.addoption(
         "--stunnerd",
@@ -82,8 +90,9 @@ class _Run:
         target = config.getoption("--target")
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.dir = config.rootpath / "e2e-report" / f"{stamp}-{target}-{os.getpid()}"
-        self.info = RunInfo(target=target, started=time.time())
-        self.recorder = Recorder()
+        profile = config.getoption("--profile")
+        self.info = RunInfo(target=target, started=time.time(), profile=profile)
+        self.recorder = Recorder(profile=profile)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.skipped and isinstance(report.longrepr, tuple):
@@ -117,6 +126,8 @@ class _Run:
             terminalreporter.write_line(f"e2e report: {self.dir} ({elapsed:.1f} s)")
             for note in self.info.notes:
                 terminalreporter.write_line(f"  {note}")
+            for line in self.info.summary:
+                terminalreporter.write_line(line)
 
 
 _RUN = pytest.StashKey[_Run]()

@@ -30,7 +30,7 @@ from pathlib import Path
 from e2e.faults import BY_ID, FAULTS, Edit, Fault
 
 ROOT = Path(__file__).resolve().parent.parent
-SKIP = {".git", ".nox", "e2e-report", "__pycache__", ".mypy_cache", ".ruff_cache", ".venv"}
+SKIP = {".git", ".nox", "e2e-report", "__pycache__", ".mypy_cache", ".ruff_cache", ".venv", ".env"}
 # The scenarios that exercise stunnerd's counting and lifecycle; the others check the
 # harness, the charts or the CLI and cannot see a counting fault.
 SCENARIOS = (
@@ -107,16 +107,19 @@ def _findings(data: dict) -> tuple[list[str], list[str]]:
     return scenarios, tests
 
 
-def run_fault(fault: Fault, scratch: Path, full: bool, extra: Sequence[str]) -> Outcome:
+def run_fault(
+    fault: Fault, base: Path, scratch: Path, full: bool, extra: Sequence[str]
+) -> Outcome:
+    """Seed `fault` into a copy of `base` (the tree as it was when the run started)."""
     outcome = Outcome(fault)
     started = time.monotonic()
     copy = scratch / fault.id
     try:
-        sources = mutated_sources(fault)
+        sources = mutated_sources(fault, base)
     except FaultDoesNotApply as exc:
         outcome.error = str(exc)
         return outcome
-    copy_tree(copy)
+    copy_tree(copy, base)
     for path, text in sources.items():
         (copy / path).write_text(text)
     where = subprocess.run(
@@ -190,8 +193,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     outcomes: list[Outcome] = []
     with tempfile.TemporaryDirectory(prefix="stunner-mutants-") as tmp:
+        base = Path(tmp) / "base"
+        copy_tree(base)  # one snapshot: edits made during the run do not leak into it
         for f in faults:
-            o = run_fault(f, Path(tmp), args.full, extra)
+            o = run_fault(f, base, Path(tmp), args.full, extra)
             outcomes.append(o)
             state = "killed" if o.killed else ("ERROR " + o.error if o.error else "SURVIVED")
             print(f"{f.id:32} {state:8} {o.seconds:5.0f} s  {'; '.join(o.caught_by)}", flush=True)

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 
 from aioice import stun
 
+from e2e import clauses, echo, truth
 from e2e import contract as c
-from e2e import echo, truth
 from e2e.checks import Checker, Expect
 from e2e.clients import (
     Address,
@@ -54,10 +54,12 @@ class Run:
     target: Target
     endpoint: Endpoint
     check: Checker
-    facts: list[tuple[str, bool, str, str]] = field(default_factory=list)
+    facts: list[tuple[str, bool, str, str, str]] = field(default_factory=list)
 
-    def fact(self, what: str, ok: bool, expected: object, got: object) -> None:
-        self.facts.append((what, ok, str(expected), str(got)))
+    def fact(
+        self, what: str, ok: bool, expected: object, got: object, clause: str = clauses.HARNESS
+    ) -> None:
+        self.facts.append((what, ok, str(expected), str(got), clause))
 
     async def open(self, count: int) -> list[Allocation]:
         t = self.target
@@ -65,7 +67,22 @@ class Run:
 
     def counted(self, allocs: list[Allocation], gauges: int = 0) -> dict[Key, Expect]:
         t = tally(self.endpoint.name, self.endpoint.protocol, allocs)
-        return truth.counters(t) | truth.gauges(t.name, gauges, "clients left")
+        return truth.counters(t) | truth.gauges(t.name, gauges, "clients left", t.protocol)
+
+
+def reclause(
+    expected: dict[Key, Expect], clause: str, families: tuple[c.Family, ...], direction: str = ""
+) -> dict[Key, Expect]:
+    """The same expectations, those of `families` (and `direction`) tied to `clause`."""
+    names = {f.name for f in families}
+    return {
+        k: (
+            Expect(v.lo, v.hi, v.why, clause)
+            if k.family in names and (not direction or k.direction == direction)
+            else v
+        )
+        for k, v in expected.items()
+    }
 
 
 # -- asymmetric peer ------------------------------------------------------------------------
@@ -116,7 +133,8 @@ async def unsolicited(run: Run) -> dict[Key, Expect]:
     finally:
         await close_all([alloc])
     run.fact("stranger datagrams sent to the relay address", sent == 12, 12, sent)
-    return run.counted([alloc])
+    cluster = (c.CLUSTER_PACKETS, c.CLUSTER_BYTES)
+    return reclause(run.counted([alloc]), clauses.CLUSTER_ADMITTED, cluster, c.RX)
 
 
 # -- pipelined and split frames --------------------------------------------------------------
@@ -192,7 +210,8 @@ async def sendfail(run: Run) -> dict[Key, Expect]:
     finally:
         await close_all([alloc])
     run.fact("datagrams to port 0 (refused by the kernel)", refused == 32, 32, refused)
-    return run.counted([alloc])
+    cluster = (c.CLUSTER_PACKETS, c.CLUSTER_BYTES)
+    return reclause(run.counted([alloc]), clauses.TX_LEFT, cluster, c.TX)
 
 
 # -- the amplification guard -------------------------------------------------------------
@@ -236,18 +255,23 @@ def _guard_blocking(run: Run) -> dict[Key, Expect]:
             except TimeoutError:
                 break
     answered = got[-1][8:20] == last.transaction_id if got else False
-    run.fact("the last (large) request was answered", answered, "yes", "yes" if answered else "no")
+    yes = "yes" if answered else "no"
+    run.fact("the last (large) request was answered", answered, "yes", yes, clauses.RELAY)
     run.fact("answers withheld by the guard", True, "recorded", len(sends) - len(got))
     if run.target.lab is not None:  # a fresh source: the guard must have withheld some
         withheld = len(sends) - len(got)
-        run.fact("the guard withheld answers (fresh source)", withheld > 0, "> 0", withheld)
+        run.fact(
+            "the guard withheld answers (fresh source)", withheld > 0, "> 0", withheld, clauses.GUARD
+        )
     name = run.endpoint.name
     why = "answers that arrived; a withheld one never left"
     expected = {
         Key(c.LISTENER_PACKETS.name, name, c.RX): Expect.exact(len(sends), "requests sent"),
         Key(c.LISTENER_BYTES.name, name, c.RX): Expect.exact(sum(map(len, sends)), "bytes sent"),
-        Key(c.LISTENER_PACKETS.name, name, c.TX): Expect.exact(len(got), why),
-        Key(c.LISTENER_BYTES.name, name, c.TX): Expect.exact(sum(map(len, got)), why),
+        Key(c.LISTENER_PACKETS.name, name, c.TX): Expect.exact(len(got), why, clauses.TX_LEFT),
+        Key(c.LISTENER_BYTES.name, name, c.TX): Expect.exact(
+            sum(map(len, got)), why, clauses.TX_LEFT
+        ),
     }
     families = (
         c.CLUSTER_PACKETS,
@@ -255,7 +279,7 @@ def _guard_blocking(run: Run) -> dict[Key, Expect]:
         c.CLUSTER_CONNECTIONS_TOTAL,
         c.LISTENER_CONNECTIONS_TOTAL,
     )
-    return expected | truth.zero_counters(name, families) | truth.gauges(name, 0, "no allocation")
+    return expected | truth.zero_counters(name, families) | truth.gauges(name, 0, "no allocation", "udp")
 
 
 # -- UDP silence until expiry ----------------------------------------------------------------
@@ -278,13 +302,18 @@ async def expiry(run: Run) -> dict[Key, Expect]:
     finally:
         await close_all(allocs)
     name = run.endpoint.name
-    peak = truth.gauges(name, 2, "both clients held an allocation")
-    await asyncio.to_thread(run.check.expect_max, start, silent, peak, "before the silence")
     expected = run.counted(allocs)
     # The gauges reach 0 only by expiry: the cap, one sweep and one scrape later.
-    gauges = {k: v for k, v in expected.items() if k.family in _GAUGES}
+    gauges = reclause(
+        {k: v for k, v in expected.items() if k.family in _GAUGES},
+        clauses.LIFETIME,
+        (c.CLUSTER_CONNECTIONS, c.ALLOCATIONS_ACTIVE),
+    )
     settle = LIFETIME_CAP + 6.0
     await asyncio.to_thread(run.check.expect_absolute, gauges, after=silent, settle=settle)
+    # The peak over the whole life (a scrape saw both clients before the silence).
+    peak = truth.gauges(name, 2, "both clients held an allocation", "udp")
+    await asyncio.to_thread(run.check.expect_max, start, time.time(), peak)
     return {k: v for k, v in expected.items() if k.family not in _GAUGES}
 
 

@@ -142,7 +142,7 @@ async def test_listener_restart_under_traffic(local: Target, recorder: Recorder)
     udp_t = tally(UDP, "udp", [*first[0], held[0], *udp2])
     tls_t = tally(TLS, "tls", [*first[1], held[1], *tls2])
     for t in (udp_t, tls_t):
-        expected |= truth.counters(t) | truth.gauges(t.name, 0, "every client left")
+        expected |= truth.counters(t) | truth.gauges(t.name, 0, "every client left", t.protocol)
     stream_t = tally(local.listeners["udp"].name, "udp", [streamer])
     assert stream_t.data.tx_packets > 0
     expected |= truth.counters(stream_t)

@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from e2e import clauses
 from e2e import contract as c
 from e2e.checks import Checker, Recorder
 from e2e.shapes import LIFETIME_CAP, LOCAL_SHAPES, SHAPES, Run
@@ -29,11 +30,13 @@ async def _run_one(run: Run, shape: str) -> Checker:
     try:
         expected = await fn(run)
     except Exception as exc:  # a non-conforming answer is a finding, not a crash
-        check.expect_true(f"{shape} traffic completed", "client", False, "completed", repr(exc))
+        check.expect_true(
+            f"{shape} traffic completed", "client", False, "completed", repr(exc), clauses.RELAY
+        )
         return check
     done = time.time()
-    for what, ok, want, got in run.facts:
-        check.expect_true(what, "client", ok, want, got)
+    for what, ok, want, got, clause in run.facts:
+        check.expect_true(what, "client", ok, want, got, clause)
     counters = {k: v for k, v in expected.items() if k.family not in GAUGES}
     gauges = {k: v for k, v in expected.items() if k.family in GAUGES}
     await asyncio.to_thread(check.expect_deltas, since, counters, after=done)
