@@ -372,10 +372,11 @@ class Checker:
                 "family_absent": fam.name not in got,
                 "unlabelled": bool(have) and all("name" not in dict(s) for s in have),
             }
-            clause = clauses.LABELS
+            cluster = fam.name.startswith("stunner_cluster_")
+            clause = clauses.NAME_IS_LISTENER if cluster else clauses.LABELS
             if detail["family_absent"] or detail["unlabelled"]:
                 clause = clauses.table_clause(fam.name)
-            elif fam.name.startswith("stunner_cluster_") and any(
+            elif cluster and any(
                 dict(s).get("name") not in want_names for s in extra
             ):
                 clause = clauses.NAME_IS_LISTENER

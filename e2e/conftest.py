@@ -35,7 +35,10 @@ ORDER = (
     "test_miscounting",
     "test_stunnerctl",
     "test_workers",
+    "test_conformance",
+    "test_external",
 )
+NESTED_REPORT_ENV = "STUNNER_E2E_REPORT_DIR"
 PROMETHEUS_HINT = (
     "prometheus not found on PATH: install it (Debian/Ubuntu: apt-get install prometheus) "
     "or run `nox -s e2e` as root to have it installed"
@@ -57,6 +60,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--turn-password", help="external: TURN password")
     group.addoption("--turn-ca", help="external: CA file to verify TLS listeners")
     group.addoption("--peer", metavar="HOST:PORT", help="external: echo peer inside the cluster")
+    group.addoption(
+        "--asymmetric-peer",
+        metavar="HOST:PORT",
+        help="external: a peer in the cluster that answers bigger and sometimes twice "
+        "(python -m e2e.echo HOST:PORT --asymmetric); without it those shapes are not testable",
+    )
     group.addoption(
         "--outside-peer",
         metavar="HOST:PORT",
@@ -90,6 +99,10 @@ class _Run:
         target = config.getoption("--target")
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.dir = config.rootpath / "e2e-report" / f"{stamp}-{target}-{os.getpid()}"
+        # A run nested in another one (test_external) writes where its parent says.
+        self.nested = bool(os.environ.get(NESTED_REPORT_ENV))
+        if self.nested:
+            self.dir = Path(os.environ[NESTED_REPORT_ENV])
         profile = config.getoption("--profile")
         self.info = RunInfo(target=target, started=time.time(), profile=profile)
         self.recorder = Recorder(profile=profile)
@@ -102,12 +115,17 @@ class _Run:
         elif report.failed:
             self.info.outcomes[report.nodeid] = f"error in {report.when}"
 
-    def pytest_sessionfinish(self) -> None:
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        background = session.config.stash.get(_EXTERNAL, None)
+        if background is not None:
+            background.stop()  # type: ignore[attr-defined]
         self.info.finished = time.time()
         if not self.info.outcomes and not self.recorder.records:
             return  # nothing ran (e.g. --collect-only)
         self.dir.mkdir(parents=True, exist_ok=True)
         write_tables(self.dir, self.recorder, self.info)
+        if self.nested:
+            return
         tmp = self.dir.parent / f".latest-{os.getpid()}"
         tmp.unlink(missing_ok=True)
         tmp.symlink_to(self.dir.name)
@@ -145,6 +163,34 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return ORDER.index(module) if module in ORDER else len(ORDER)
 
     items.sort(key=rank)
+
+
+_EXTERNAL = pytest.StashKey[object]()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """test_external's run (its own deployment, a nested harness run) takes a minute, mostly
+    waiting for scrapes: start it now, beside the other scenarios; the test joins it."""
+    config = session.config
+    wanted = any(item.nodeid.startswith("e2e/test_external.py") for item in session.items)
+    binary = shutil.which("prometheus")
+    if not wanted or config.getoption("--target") != "local" or binary is None:
+        return
+    if config.getoption("--collect-only"):
+        return
+    from e2e.external_lab import BackgroundRun
+
+    run = BackgroundRun(binary, config.stash[_RUN].dir / "external", config.getoption("--keep"))
+    run.start()
+    config.stash[_EXTERNAL] = run
+
+
+@pytest.fixture(scope="session")
+def external_run(pytestconfig: pytest.Config) -> object:
+    run = pytestconfig.stash.get(_EXTERNAL, None)
+    if run is None:
+        pytest.skip("the external run needs --target local and prometheus")
+    return run
 
 
 # -- fixtures ------------------------------------------------------------------------------
@@ -241,6 +287,7 @@ def target(pytestconfig: pytest.Config, request: pytest.FixtureRequest) -> Itera
             prometheus_url=pytestconfig.getoption("--prometheus-url"),
             selector=pytestconfig.getoption("--prometheus-selector"),
             outside_peer=pytestconfig.getoption("--outside-peer"),
+            asymmetric_peer=pytestconfig.getoption("--asymmetric-peer"),
             cafile=pytestconfig.getoption("--turn-ca"),
         )
     except TargetError as exc:
