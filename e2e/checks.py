@@ -376,9 +376,7 @@ class Checker:
             clause = clauses.NAME_IS_LISTENER if cluster else clauses.LABELS
             if detail["family_absent"] or detail["unlabelled"]:
                 clause = clauses.table_clause(fam.name)
-            elif cluster and any(
-                dict(s).get("name") not in want_names for s in extra
-            ):
+            elif cluster and any(dict(s).get("name") not in want_names for s in extra):
                 clause = clauses.NAME_IS_LISTENER
             elif missing and not extra:
                 clause = clauses.SERIES_AT_ZERO

@@ -70,36 +70,78 @@ CLAUSES: dict[str, Clause] = {
     c.id: c
     for c in (
         *(_table(f) for f in contract.ALL),
-        Clause(SERIES_AT_ZERO, "DESIGN.md 1.2", "a listener's series appear at 0 when it is "
-               "created, not on the first event"),  # fmt: skip
+        Clause(
+            SERIES_AT_ZERO,
+            "DESIGN.md 1.2",
+            "a listener's series appear at 0 when it is created, not on the first event",
+        ),
         Clause(REMOVED_SERIES, "DESIGN.md 1.2", "a removed listener's series disappear"),
-        Clause(MONOTONIC, "DESIGN.md 1.2", "counters never go down, even across a reload "
-               "that restarts a listener"),  # fmt: skip
-        Clause(UDP_CONNECTION, "DESIGN.md 1.2", "UDP listener connection = a client 5-tuple "
-               "holding an allocation, until it ends"),  # fmt: skip
-        Clause(STREAM_FRAMES, "DESIGN.md 1.2", "TCP/TLS listener packets: one per framed STUN "
-               "message or ChannelData frame"),  # fmt: skip
-        Clause(CLUSTER_ADMITTED, "DESIGN.md 1.2", "cluster rx: datagrams from admitted peers "
-               "only; without a permission, dropped and not counted"),  # fmt: skip
-        Clause(TX_LEFT, "DESIGN.md 1.3", "a tx is a frame that left: a refused send or a "
-               "withheld answer is not counted"),  # fmt: skip
-        Clause(NAME_IS_LISTENER, "DESIGN.md 1.2", "`name` is the listener's name on every "
-               "series, cluster ones included"),  # fmt: skip
-        Clause(LABELS, "DESIGN.md 1.2", "exactly the contract's families and labels, no "
-               "stray stunner_* family"),  # fmt: skip
+        Clause(
+            MONOTONIC,
+            "DESIGN.md 1.2",
+            "counters never go down, even across a reload that restarts a listener",
+        ),
+        Clause(
+            UDP_CONNECTION,
+            "DESIGN.md 1.2",
+            "UDP listener connection = a client 5-tuple holding an allocation, until it ends",
+        ),
+        Clause(
+            STREAM_FRAMES,
+            "DESIGN.md 1.2",
+            "TCP/TLS listener packets: one per framed STUN message or ChannelData frame",
+        ),
+        Clause(
+            CLUSTER_ADMITTED,
+            "DESIGN.md 1.2",
+            "cluster rx: datagrams from admitted peers "
+            "only; without a permission, dropped and not counted",
+        ),
+        Clause(
+            TX_LEFT,
+            "DESIGN.md 1.3",
+            "a tx is a frame that left: a refused send or a withheld answer is not counted",
+        ),
+        Clause(
+            NAME_IS_LISTENER,
+            "DESIGN.md 1.2",
+            "`name` is the listener's name on every series, cluster ones included",
+        ),
+        Clause(
+            LABELS,
+            "DESIGN.md 1.2",
+            "exactly the contract's families and labels, no stray stunner_* family",
+        ),
         Clause(HELP, "DESIGN.md 1.2", "TYPE and HELP as upstream v0.14-0.16"),
-        Clause(ADMISSION, "DESIGN.md 1.1", "a peer outside every routed cluster receives "
-               "nothing: the relay is never an open proxy"),  # fmt: skip
-        Clause(ERROR_403, "DESIGN.md 1.1, RFC 8656 9.2/12.2, RFC 8489 14.8", "CreatePermission "
-               "and ChannelBind to a refused peer: an error response with ERROR-CODE 403"),  # fmt: skip
-        Clause(RELAY, "RFC 8656 11-12", "what a client sends through a channel or a Send "
-               "indication reaches the peer, and the peer's answers come back"),  # fmt: skip
-        Clause(LIFETIME, "RFC 8656 6.2/7.2", "an allocation that is not refreshed ends when its "
-               "lifetime is over"),  # fmt: skip
-        Clause(GUARD, "docs/security.md (a stunner extension)", "no UDP source gets more "
-               "unauthenticated answer bytes than it sent"),  # fmt: skip
-        Clause(HARNESS, "e2e harness", "the harness's own preconditions (its peers, its "
-               "clients)"),  # fmt: skip
+        Clause(
+            ADMISSION,
+            "DESIGN.md 1.1",
+            "a peer outside every routed cluster receives "
+            "nothing: the relay is never an open proxy",
+        ),
+        Clause(
+            ERROR_403,
+            "DESIGN.md 1.1, RFC 8656 9.2/12.2, RFC 8489 14.8",
+            "CreatePermission "
+            "and ChannelBind to a refused peer: an error response with ERROR-CODE 403",
+        ),
+        Clause(
+            RELAY,
+            "RFC 8656 11-12",
+            "what a client sends through a channel or a Send "
+            "indication reaches the peer, and the peer's answers come back",
+        ),
+        Clause(
+            LIFETIME,
+            "RFC 8656 6.2/7.2",
+            "an allocation that is not refreshed ends when its lifetime is over",
+        ),
+        Clause(
+            GUARD,
+            "docs/security.md (a stunner extension)",
+            "no UDP source gets more unauthenticated answer bytes than it sent",
+        ),
+        Clause(HARNESS, "e2e harness", "the harness's own preconditions (its peers, its clients)"),
     )
 }
 
@@ -156,18 +198,27 @@ PROFILES: dict[str, tuple[Deviation, ...]] = {
     "spec": (),
     "stunner-v0.15": (
         Deviation(SERIES_AT_ZERO, "series are created on the first event, not at 0", _lazy),
-        Deviation(UDP_CONNECTION, "the UDP listener gauge counts sockets (1), not clients",
-                  _at_most_one),  # fmt: skip
-        Deviation(table_clause(contract.ALLOCATIONS_ACTIVE.name),
-                  "no stunner_allocations_active before v0.19", _family_absent),  # fmt: skip
-        Deviation(STREAM_FRAMES, "TCP/TLS packets are counted per read call (<= frames)",
-                  _per_read),  # fmt: skip
+        Deviation(
+            UDP_CONNECTION, "the UDP listener gauge counts sockets (1), not clients", _at_most_one
+        ),
+        Deviation(
+            table_clause(contract.ALLOCATIONS_ACTIVE.name),
+            "no stunner_allocations_active before v0.19",
+            _family_absent,
+        ),
+        Deviation(
+            STREAM_FRAMES, "TCP/TLS packets are counted per read call (<= frames)", _per_read
+        ),
     ),
     "stunner-v1": (
-        Deviation(NAME_IS_LISTENER, "cluster series are named after the cluster (v0.17+)",
-                  _cluster_named),  # fmt: skip
-        Deviation(table_clause(contract.ALLOCATIONS_ACTIVE.name),
-                  "stunner_allocations_active has no labels (v0.19+)", _unlabelled),  # fmt: skip
+        Deviation(
+            NAME_IS_LISTENER, "cluster series are named after the cluster (v0.17+)", _cluster_named
+        ),
+        Deviation(
+            table_clause(contract.ALLOCATIONS_ACTIVE.name),
+            "stunner_allocations_active has no labels (v0.19+)",
+            _unlabelled,
+        ),
     ),
 }
 

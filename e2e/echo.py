@@ -13,6 +13,7 @@ peer where a cluster holds it (external target): `python -m e2e.echo HOST:PORT [
 from __future__ import annotations
 
 import argparse
+import contextlib
 import selectors
 import socket
 import struct
@@ -99,10 +100,8 @@ def main(argv: list[str] | None = None) -> None:
     host, _, port = args.address.rpartition(":")
     with EchoBackend(host, int(port), asymmetric=args.asymmetric) as peer:
         print(f"{'asymmetric' if args.asymmetric else 'echo'} peer on {peer.address}", flush=True)
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()
-        except KeyboardInterrupt:
-            pass
 
 
 if __name__ == "__main__":

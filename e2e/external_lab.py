@@ -75,8 +75,9 @@ class Deployment:
                 "credentials": {"username": USERNAME, "password": PASSWORD},
             },
             "listeners": listeners,
-            "clusters": [{"name": "ext/media-plane", "type": "STATIC",
-                          "endpoints": [self.peer[0]]}],  # fmt: skip
+            "clusters": [
+                {"name": "ext/media-plane", "type": "STATIC", "endpoints": [self.peer[0]]}
+            ],
         }
 
     def prometheus_config(self) -> dict[str, object]:
@@ -96,8 +97,9 @@ class Deployment:
         log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - the child holds it
         with log:
             self._procs.append(
-                subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                 stdin=subprocess.DEVNULL)  # fmt: skip
+                subprocess.Popen(
+                    argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                )
             )
 
     def start(self, prometheus: str) -> None:
@@ -108,14 +110,21 @@ class Deployment:
         self.ca.write_bytes(self.cert.cert_pem)
         py = sys.executable
         self._start("peer", [py, "-m", "e2e.echo", f"{self.peer[0]}:{self.peer[1]}"])
-        self._start("asymmetric-peer", [py, "-m", "e2e.echo",
-                                        f"{self.asymmetric[0]}:{self.asymmetric[1]}",
-                                        "--asymmetric"])  # fmt: skip
+        self._start(
+            "asymmetric-peer",
+            [py, "-m", "e2e.echo", f"{self.asymmetric[0]}:{self.asymmetric[1]}", "--asymmetric"],
+        )
         self._start("stunnerd", [py, "-m", "stunner.cli.stunnerd", "-c", str(conf)])
-        self._start("prometheus", [prometheus, f"--config.file={prom}",
-                                   f"--storage.tsdb.path={self.workdir / 'tsdb'}",
-                                   f"--web.listen-address=127.0.0.1:{self.prom_port}",
-                                   "--log.level=warn"])  # fmt: skip
+        self._start(
+            "prometheus",
+            [
+                prometheus,
+                f"--config.file={prom}",
+                f"--storage.tsdb.path={self.workdir / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{self.prom_port}",
+                "--log.level=warn",
+            ],
+        )
         client = PromClient(f"http://127.0.0.1:{self.prom_port}")
         poll(
             lambda: client.query(f'up{{job="{JOB}"}}'),
@@ -132,15 +141,26 @@ class Deployment:
             f"{NAMES['tls']}=turns:{self.gateway}:{self.ports['tls']}?transport=tcp",
         ]
         return [
-            "--target", "external",
+            "--target",
+            "external",
             *(a for uri in uris for a in ("--turn-uri", uri)),
-            "--turn-user", USERNAME, "--turn-password", PASSWORD, "--turn-ca", str(self.ca),
-            "--peer", f"{self.peer[0]}:{self.peer[1]}",
-            "--asymmetric-peer", f"{self.asymmetric[0]}:{self.asymmetric[1]}",
-            "--outside-peer", "127.0.0.1:9",
-            "--prometheus-url", f"http://127.0.0.1:{self.prom_port}",
-            "--prometheus-selector", f'job="{JOB}"',
-        ]  # fmt: skip
+            "--turn-user",
+            USERNAME,
+            "--turn-password",
+            PASSWORD,
+            "--turn-ca",
+            str(self.ca),
+            "--peer",
+            f"{self.peer[0]}:{self.peer[1]}",
+            "--asymmetric-peer",
+            f"{self.asymmetric[0]}:{self.asymmetric[1]}",
+            "--outside-peer",
+            "127.0.0.1:9",
+            "--prometheus-url",
+            f"http://127.0.0.1:{self.prom_port}",
+            "--prometheus-selector",
+            f'job="{JOB}"',
+        ]
 
     def stop(self) -> None:
         for child in reversed(self._procs):
@@ -192,8 +212,18 @@ class BackgroundRun:
         try:
             with deployment(self.prometheus, self.keep) as dep:
                 self.argv = dep.argv()
-                cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                       "-m", "e2e", *SCENARIOS, *self.argv]  # fmt: skip
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "pytest",
+                    "-q",
+                    "-p",
+                    "no:cacheprovider",
+                    "-m",
+                    "e2e",
+                    *SCENARIOS,
+                    *self.argv,
+                ]
                 self.reportdir.mkdir(parents=True, exist_ok=True)
                 env = {**os.environ, "STUNNER_E2E_REPORT_DIR": str(self.reportdir)}
                 with open(self.reportdir / "pytest.log", "wb") as log:

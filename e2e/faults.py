@@ -141,7 +141,13 @@ FAULTS: tuple[Fault, ...] = (
     Fault(
         "no-sweeper",
         "a listener's server never starts its sweeper: allocations never expire",
-        (Edit(LISTENER, "        self.server.start()\n        logger.info(", "        logger.info("),),
+        (
+            Edit(
+                LISTENER,
+                "        self.server.start()\n        logger.info(",
+                "        logger.info(",
+            ),
+        ),
         ("test_shapes",),
     ),
     Fault(
@@ -232,7 +238,9 @@ FAULTS: tuple[Fault, ...] = (
         (
             Edit(
                 BATCHIO,
-                "            except OSError:\n                return 0, 0\n            return 1, length\n",
+                "            except OSError:\n"
+                "                return 0, 0\n"
+                "            return 1, length\n",
                 "            except OSError:\n                return 1, length\n"
                 "            return 1, length\n",
             ),

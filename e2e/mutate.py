@@ -107,9 +107,7 @@ def _findings(data: dict) -> tuple[list[str], list[str]]:
     return scenarios, tests
 
 
-def run_fault(
-    fault: Fault, base: Path, scratch: Path, full: bool, extra: Sequence[str]
-) -> Outcome:
+def run_fault(fault: Fault, base: Path, scratch: Path, full: bool, extra: Sequence[str]) -> Outcome:
     """Seed `fault` into a copy of `base` (the tree as it was when the run started)."""
     outcome = Outcome(fault)
     started = time.monotonic()
@@ -159,8 +157,8 @@ def matrix(outcomes: Sequence[Outcome], seconds: float) -> str:
         f" in {seconds:.0f} s. Each fault was seeded alone into a copy of the tree; only the "
         "e2e scenarios ran.",
         "",
-        "| fault | what it does | killed | caught by (scenarios with failed checks) | tests failed |"
-        " s |",
+        "| fault | what it does | killed | caught by (scenarios with failed checks) "
+        "| tests failed | s |",
         "|---|---|---|---|---|---|",
     ]
     for o in outcomes:

@@ -58,10 +58,16 @@ def write_tables(outdir: Path, recorder: Recorder, info: RunInfo) -> None:
         "negative_controls_caught": caught,
         "profile": info.profile,
         "clauses": [
-            {"clause": v.clause.id, "source": v.clause.source, "statement": v.clause.statement,
-             "verdict": v.verdict, "checks": v.checks, "difference": v.difference}
+            {
+                "clause": v.clause.id,
+                "source": v.clause.source,
+                "statement": v.clause.statement,
+                "verdict": v.verdict,
+                "checks": v.checks,
+                "difference": v.difference,
+            }
             for v in table
-        ],  # fmt: skip
+        ],
     }
     (outdir / "report.json").write_text(json.dumps({**meta, "records": rows}, indent=1))
     lines = [

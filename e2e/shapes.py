@@ -261,7 +261,11 @@ def _guard_blocking(run: Run) -> dict[Key, Expect]:
     if run.target.lab is not None:  # a fresh source: the guard must have withheld some
         withheld = len(sends) - len(got)
         run.fact(
-            "the guard withheld answers (fresh source)", withheld > 0, "> 0", withheld, clauses.GUARD
+            "the guard withheld answers (fresh source)",
+            withheld > 0,
+            "> 0",
+            withheld,
+            clauses.GUARD,
         )
     name = run.endpoint.name
     why = "answers that arrived; a withheld one never left"
@@ -279,7 +283,11 @@ def _guard_blocking(run: Run) -> dict[Key, Expect]:
         c.CLUSTER_CONNECTIONS_TOTAL,
         c.LISTENER_CONNECTIONS_TOTAL,
     )
-    return expected | truth.zero_counters(name, families) | truth.gauges(name, 0, "no allocation", "udp")
+    return (
+        expected
+        | truth.zero_counters(name, families)
+        | truth.gauges(name, 0, "no allocation", "udp")
+    )
 
 
 # -- UDP silence until expiry ----------------------------------------------------------------

@@ -75,7 +75,9 @@ async def test_peer_outside_cluster_is_refused(target: Target, recorder: Recorde
     cluster = (c.CLUSTER_PACKETS, c.CLUSTER_BYTES)
     expected = truth.counters(t) | truth.zero_counters(name, cluster, ADMISSION)
     await asyncio.to_thread(check.expect_deltas, since, expected, after=closed)
-    await asyncio.to_thread(check.expect_absolute, truth.gauges(name, 0, "client left", endpoint.protocol))
+    await asyncio.to_thread(
+        check.expect_absolute, truth.gauges(name, 0, "client left", endpoint.protocol)
+    )
     if target.backend and before:
         seen = target.backend.counts() - before
         check.expect_true(

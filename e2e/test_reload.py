@@ -45,7 +45,9 @@ async def test_reload_while_traffic_flows(local: Target, recorder: Recorder) -> 
         *(open_many(local.listeners[p], local.username, local.password, CLIENTS) for p in protos)
     )
     stop = asyncio.Event()
-    senders = [asyncio.create_task(keep_echoing(a, local.peer, stop, SIZE)) for g in groups for a in g]
+    senders = [
+        asyncio.create_task(keep_echoing(a, local.peer, stop, SIZE)) for g in groups for a in g
+    ]
     try:
         added = time.time()
         gateway.write(with_extra)

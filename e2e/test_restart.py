@@ -111,7 +111,10 @@ async def test_listener_restart_under_traffic(local: Target, recorder: Recorder)
         tls_before = _served(gateway, "TLS", tls_new.host, tls_new.port)
         await _restarted_in_log(
             gateway,
-            [("UDP", udp_new.host, udp_new.port, 1), ("TLS", tls_new.host, tls_new.port, tls_before + 1)],
+            [
+                ("UDP", udp_new.host, udp_new.port, 1),
+                ("TLS", tls_new.host, tls_new.port, tls_before + 1),
+            ],
         )
         udp2, tls2 = await asyncio.gather(
             open_many(udp_new, user, pw, 2), open_many(tls_new, user, pw, 2)

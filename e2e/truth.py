@@ -56,16 +56,12 @@ def gauges(name: str, value: int, why: str = "", protocol: str = "") -> dict[Key
     """The three gauges of one listener (UDP: one connection per allocation)."""
     udp = clauses.UDP_CONNECTION if protocol == "udp" else ""
     return {
-        Key(fam.name, name): Expect.exact(
-            value, why, udp if fam is c.LISTENER_CONNECTIONS else ""
-        )
+        Key(fam.name, name): Expect.exact(value, why, udp if fam is c.LISTENER_CONNECTIONS else "")
         for fam in (c.LISTENER_CONNECTIONS, c.CLUSTER_CONNECTIONS, c.ALLOCATIONS_ACTIVE)
     }
 
 
-def zero_counters(
-    name: str, families: tuple[c.Family, ...], clause: str = ""
-) -> dict[Key, Expect]:
+def zero_counters(name: str, families: tuple[c.Family, ...], clause: str = "") -> dict[Key, Expect]:
     return {
         key: Expect.exact(0, "nothing may be relayed", clause)
         for fam in families
