@@ -180,8 +180,8 @@ async def test_certificate_rotation_closes_old_connections(local: Target) -> Non
     try:
         lab.gateways["a"].write(after)
         lab.configs["a"] = after
-        closed = await _closed_within(alloc, 5.0)
-        assert closed, "the old TLS connection is still open 5 s after the rotation"
+        closed = await _closed_within(alloc, 3.0)
+        assert closed, "the old TLS connection is still open 3 s after the rotation"
         new = Endpoint(TLS, "tls", before.address, lis.port, _trusting(rotated))
         await _restarted_in_log(lab.gateways["a"], [("TLS", new.host, new.port, 2)])
         again = await open_many(new, local.username, local.password, 1)
