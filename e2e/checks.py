@@ -107,6 +107,10 @@ class Scope:
     freshness: str
     match_target: str = ""
     target_labels: frozenset[str] = frozenset({"instance", "job"})
+    # A condition true for successful scrapes only (e.g. `up{...} == 1`); "" = `freshness`
+    # has samples of successful scrapes only.
+    # A failed scrape (a busy gateway, a timeout) moves `up`'s timestamp but no series.
+    healthy: str = ""
 
     def sel(self, *extra: str) -> str:
         parts = [p for p in (self.selector, *extra) if p]
@@ -135,10 +139,21 @@ class Checker:
 
     # -- time -------------------------------------------------------------------------------
 
-    def fresh(self, after: float | None = None, timeout: float = SCRAPE_TIMEOUT) -> float:
-        """Wait for a scrape that started after `after` (default: now); return an eval time."""
+    def fresh(
+        self,
+        after: float | None = None,
+        timeout: float = SCRAPE_TIMEOUT,
+        *,
+        any_scrape: bool = False,
+    ) -> float:
+        """Wait for a successful scrape that started after `after` (default: now); return an
+        eval time. `any_scrape`: a failed one will do (the gateway's metrics are off)."""
         after = time.time() if after is None else after
+        # timestamp() of a selector is its sample's time; `and` keeps successful scrapes only
+        # (timestamp() of a comparison would be the evaluation time).
         expr = f"min(timestamp({self.scope.freshness}))"
+        if self.scope.healthy and not any_scrape:
+            expr = f"min(timestamp({self.scope.freshness}) and {self.scope.healthy})"
 
         def oldest() -> float:
             rows = self.scope.prom.query(expr)
@@ -212,6 +227,7 @@ class Checker:
         after: float | None = None,
         settle: float = SETTLE,
         at: float | None = None,
+        any_scrape: bool = False,
     ) -> dict[str, float | None]:
         """Check named scalar queries; poll (after a fresh scrape) until all hold or `settle`.
 
@@ -228,7 +244,7 @@ class Checker:
             evaluate(at)
             when = at
         else:
-            when = self.fresh(after)
+            when = self.fresh(after, any_scrape=any_scrape)
             deadline = time.monotonic() + settle
             while not evaluate(when) and time.monotonic() < deadline:
                 time.sleep(0.25)

@@ -247,7 +247,9 @@ def _plots(reportdir: Path, prom: object, info: RunInfo, selector: str) -> None:
     from e2e.prom import PromClient
 
     assert isinstance(prom, PromClient)
-    write_plots(reportdir, prom, info.started, time.time(), selector)
+    began = time.monotonic()
+    count = write_plots(reportdir, prom, info.started, time.time(), selector)
+    info.notes.append(f"{count} plots in {time.monotonic() - began:.1f} s")
 
 
 @pytest.fixture(scope="session")

@@ -161,7 +161,8 @@ def write_plots(outdir: Path, prom: PromClient, start: float, end: float, select
         except Exception as exc:  # a report must not hide the test results
             log.warning("plot %s: %s", fam.name, exc)
             continue
-        fig, ax = plt.subplots(figsize=(12, 4.5))
+        fig, ax = plt.subplots(figsize=(14, 6))
+        fig.subplots_adjust(left=0.05, right=0.66, bottom=0.1, top=0.93)  # legend on the right
         for labels, points in series:
             if points:
                 ts = [t - start for t, _ in points]
@@ -169,8 +170,7 @@ def write_plots(outdir: Path, prom: PromClient, start: float, end: float, select
         ax.set_title(f"{fam.name} ({fam.type})")
         ax.set_xlabel("seconds since run start")
         if series:
-            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-        fig.tight_layout()
+            ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0), ncol=2)
         fig.savefig(plots / f"{fam.name}.png", dpi=80)
         plt.close(fig)
         written += 1

@@ -151,6 +151,7 @@ class LocalLab:
             prom=self.prometheus.client,
             selector=f'gateway="{role}"',
             freshness=f'up{{gateway="{role}"}}',
+            healthy=f'up{{gateway="{role}"}} == 1',
             match_target=f'{{gateway="{role}"}}',
             target_labels=frozenset({"instance", "job", "gateway"}),
         )
