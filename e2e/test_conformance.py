@@ -78,8 +78,7 @@ async def _measure(lab: LocalLab, target: Target, role: str, extra: str) -> list
     recorder = Recorder()
     check = Checker(lab.scope(role), f"deviant gateway {role} ({extra or 'v0.15'})", recorder)
     env = {"STUNNER_DEVIANT_EXTRA": extra} if extra else {}
-    with lab.running(role, config, argv=gw.DEVIANT, env=env):
-        lab.wait_up(role)
+    async with lab.running_async(role, config, argv=gw.DEVIANT, env=env):
         endpoints = [
             Endpoint(lis.name, lis.protocol.lower(), config.address, lis.port)  # type: ignore[arg-type]
             for lis in config.listeners

@@ -64,8 +64,7 @@ async def _expiry(target: Target, recorder: Recorder) -> list[Checker]:
     config.listeners[0].name = EXPIRY_LISTENER
     config.limits = {"max_allocation_lifetime": LIFETIME_CAP}
     check = Checker(lab.scope("f"), f"shape expiry (udp, lifetime cap {LIFETIME_CAP} s)", recorder)
-    with lab.running("f", config):
-        lab.wait_up("f")
+    async with lab.running_async("f", config):
         run = Run(target, lab.single_udp_endpoint(config), check)
         return [await _run_one(run, "expiry")]
 

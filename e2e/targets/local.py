@@ -12,11 +12,12 @@ that starts later is scraped within one interval instead of waiting for service 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 from e2e import gateway as gw
@@ -258,6 +259,25 @@ class LocalLab:
             yield gateway
         finally:
             gateway.stop()
+
+    @contextlib.asynccontextmanager
+    async def running_async(
+        self,
+        role: str,
+        config: gw.GatewayConfig | str,
+        *,
+        argv: tuple[str, ...] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> AsyncIterator[gw.Gateway]:
+        """`running`, scraped once, without blocking the event loop (scenarios running side
+        by side keep going while this gateway starts and stops)."""
+        manager = self.running(role, config, argv=argv, env=env)
+        gateway = await asyncio.to_thread(manager.__enter__)
+        try:
+            await asyncio.to_thread(self.wait_up, role)
+            yield gateway
+        finally:
+            await asyncio.to_thread(manager.__exit__, None, None, None)
 
     def _stop_gateways(self) -> None:
         for gateway in self.gateways.values():
