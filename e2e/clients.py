@@ -210,21 +210,7 @@ class Allocation:
 
     async def echo(self, peer: Address, payload: bytes, timeout: float = ECHO_TIMEOUT) -> None:
         """Send one datagram to `peer` through the relay and wait for the same bytes back."""
-        assert self.transport is not None and self._receiver is not None
-        self.transport.sendto(payload, peer)
-        try:
-            got = await asyncio.wait_for(self._receiver.inbox.get(), timeout)
-        except TimeoutError:
-            raise EchoError(f"{self.endpoint.name}: no echo from {peer} in {timeout}s") from None
-        if isinstance(got, Exception):
-            raise got
-        data, addr = got
-        if data != payload or tuple(addr) != tuple(peer):
-            raise EchoError(f"{self.endpoint.name}: wrong echo {data[:16]!r} from {addr}")
-        self.data.tx_packets += 1
-        self.data.tx_bytes += len(payload)
-        self.data.rx_packets += 1
-        self.data.rx_bytes += len(data)
+        await self.exchange(peer, payload, [payload], timeout)
 
     async def exchange(
         self, peer: Address, data: bytes, replies: Sequence[bytes], timeout: float = ECHO_TIMEOUT
