@@ -30,7 +30,17 @@ from pathlib import Path
 from e2e.faults import BY_ID, FAULTS, Edit, Fault
 
 ROOT = Path(__file__).resolve().parent.parent
-SKIP = {".git", ".nox", "e2e-report", "__pycache__", ".mypy_cache", ".ruff_cache", ".venv", ".env", ".ci-venv"}
+SKIP = {
+    ".git",
+    ".nox",
+    "e2e-report",
+    "__pycache__",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".venv",
+    ".env",
+    ".ci-venv",
+}
 # The scenarios that exercise stunnerd's counting and lifecycle; the others check the
 # harness, the charts or the CLI and cannot see a counting fault.
 SCENARIOS = (
