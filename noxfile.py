@@ -1,4 +1,5 @@
-"""Sessions: `nox -s tests` (lint, types, unit and integration tests), `nox -s e2e` (main job).
+"""Sessions: `nox -s tests` (lint, types, unit and integration tests), `nox -s e2e` (main job),
+`nox -s mutants` (the fault catalogue against the e2e scenarios).
 
 Every session runs on one Python >= 3.11: the one running nox, or else the newest python3.X on
 PATH; `nox --force-python 3.12 ...` picks another. A session that cannot run (no such Python)
@@ -118,6 +119,14 @@ def _ran(junit: str) -> str:
         reasons[reason] = reasons.get(reason, 0) + 1
     why = "; ".join(f"{n} {reason}" for reason, n in sorted(reasons.items(), key=lambda r: -r[1]))
     return f"all {len(cases)} skipped: {why}"
+
+
+@nox.session(python=PYTHON, default=False)
+def mutants(session: nox.Session) -> None:
+    """Each fault of e2e/faults.py in a copy of the tree; the e2e scenarios must catch it all."""
+    _ensure_e2e_binaries(session)
+    _install(session, "e2e", extras="[operator]")
+    session.run("python", "-m", "e2e.mutate", *session.posargs)
 
 
 @nox.session(python=PYTHON, default=False)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from e2e import contract
+from e2e import clauses, contract
 from e2e.contract import Key
 from e2e.netutil import poll
 from e2e.prom import PromClient, Sample
@@ -29,17 +29,18 @@ class Expect:
     lo: float
     hi: float
     why: str = ""
+    clause: str = ""  # e2e/clauses.py; "" = the table row of the queried family
 
     @classmethod
-    def exact(cls, value: float, why: str = "") -> Expect:
-        return cls(value, value, why)
+    def exact(cls, value: float, why: str = "", clause: str = "") -> Expect:
+        return cls(value, value, why, clause)
 
     @classmethod
-    def between(cls, lo: float, hi: float, why: str = "") -> Expect:
-        return cls(lo, hi, why)
+    def between(cls, lo: float, hi: float, why: str = "", clause: str = "") -> Expect:
+        return cls(lo, hi, why, clause)
 
-    def holds(self, got: float | None) -> bool:
-        return got is not None and self.lo <= got <= self.hi
+    def holds(self, got: float | str | None) -> bool:
+        return isinstance(got, float | int) and self.lo <= got <= self.hi
 
     def __str__(self) -> str:
         if self.lo == self.hi:
@@ -47,9 +48,11 @@ class Expect:
         return f"[{_fmt(self.lo)}, {_fmt(self.hi)}]"
 
 
-def _fmt(value: float | None) -> str:
+def _fmt(value: float | str | None) -> str:
     if value is None:
         return "absent"
+    if isinstance(value, str):
+        return value
     if math.isfinite(value) and value == int(value):
         return str(int(value))
     return f"{value:g}"
@@ -68,6 +71,12 @@ class Record:
     at: float
     note: str = ""
     negative: bool = False  # a negative control: this check is meant to fail
+    clause: str = clauses.HARNESS  # the statement this record checks (e2e/clauses.py)
+    value: float | None = None  # the number behind `got`, if it was one
+    lo: float | None = None  # the expectation behind `expected`, if numeric
+    hi: float | None = None
+    detail: dict[str, Any] = field(default_factory=dict)  # for profiles (label checks)
+    verdict: str = ""  # under the run's profile: conforms | documented deviation | fails
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,9 +84,10 @@ class Record:
 
 @dataclass
 class Recorder:
-    """All records of a run, in order; the report reads them."""
+    """All records of a run, in order, judged under one conformance profile."""
 
     records: list[Record] = field(default_factory=list)
+    profile: str = "spec"
 
     def add(self, record: Record) -> None:
         self.records.append(record)
@@ -97,6 +107,10 @@ class Scope:
     freshness: str
     match_target: str = ""
     target_labels: frozenset[str] = frozenset({"instance", "job"})
+    # A condition true for successful scrapes only (e.g. `up{...} == 1`); "" = `freshness`
+    # has samples of successful scrapes only.
+    # A failed scrape (a busy gateway, a timeout) moves `up`'s timestamp but no series.
+    healthy: str = ""
 
     def sel(self, *extra: str) -> str:
         parts = [p for p in (self.selector, *extra) if p]
@@ -125,10 +139,21 @@ class Checker:
 
     # -- time -------------------------------------------------------------------------------
 
-    def fresh(self, after: float | None = None, timeout: float = SCRAPE_TIMEOUT) -> float:
-        """Wait for a scrape that started after `after` (default: now); return an eval time."""
+    def fresh(
+        self,
+        after: float | None = None,
+        timeout: float = SCRAPE_TIMEOUT,
+        *,
+        any_scrape: bool = False,
+    ) -> float:
+        """Wait for a successful scrape that started after `after` (default: now); return an
+        eval time. `any_scrape`: a failed one will do (the gateway's metrics are off)."""
         after = time.time() if after is None else after
+        # timestamp() of a selector is its sample's time; `and` keeps successful scrapes only
+        # (timestamp() of a comparison would be the evaluation time).
         expr = f"min(timestamp({self.scope.freshness}))"
+        if self.scope.healthy and not any_scrape:
+            expr = f"min(timestamp({self.scope.freshness}) and {self.scope.healthy})"
 
         def oldest() -> float:
             rows = self.scope.prom.query(expr)
@@ -144,16 +169,31 @@ class Checker:
     # -- recording --------------------------------------------------------------------------
 
     def _record(
-        self, check: str, query: str, expect: Expect | str, got: str, ok: bool, at: float
+        self,
+        check: str,
+        query: str,
+        expect: Expect | str,
+        got: str,
+        ok: bool,
+        at: float,
+        *,
+        clause: str = clauses.HARNESS,
+        value: float | None = None,
+        detail: dict[str, Any] | None = None,
     ) -> Record:
         note = expect.why if isinstance(expect, Expect) else ""
         rec = Record(self.scenario, check, query, str(expect), got, ok, at, note, self.negative)
+        rec.clause, rec.value, rec.detail = clause, value, detail or {}
+        if isinstance(expect, Expect):
+            rec.lo, rec.hi = expect.lo, expect.hi
+        rec.verdict = clauses.judge(rec, self.recorder.profile)
         self.recorder.add(rec)
         self.mine.append(rec)
         return rec
 
     def failures(self) -> list[Record]:
-        return [r for r in self.mine if not r.ok]
+        """Records that fail under the run's profile (a documented deviation does not)."""
+        return [r for r in self.mine if r.verdict == clauses.FAILS]
 
     def assert_all(self) -> None:
         """Raise one AssertionError that lists every failed check of this scenario."""
@@ -167,12 +207,17 @@ class Checker:
 
     # -- value checks -----------------------------------------------------------------------
 
-    def _value(self, query: str, at: float) -> float | None:
-        rows = self.scope.prom.query(query, at=at)
+    def _value(self, query: str, at: float) -> float | str | None:
+        """The one value of `query`; None if absent; a description if the answer is not one
+        number (recorded as a deviation, never raised: the other checks still run)."""
+        try:
+            rows = self.scope.prom.query(query, at=at)
+        except Exception as exc:  # e.g. an API error on a query the target cannot answer
+            return f"query error: {exc}"[:200]
         if not rows:
             return None
         if len(rows) > 1:
-            raise AssertionError(f"{query} returned {len(rows)} series, expected one")
+            return f"{len(rows)} series, expected one"
         return rows[0][1]
 
     def expect_values(
@@ -182,12 +227,13 @@ class Checker:
         after: float | None = None,
         settle: float = SETTLE,
         at: float | None = None,
+        any_scrape: bool = False,
     ) -> dict[str, float | None]:
         """Check named scalar queries; poll (after a fresh scrape) until all hold or `settle`.
 
         With `at`, evaluate once at that fixed time (history does not change by waiting).
         """
-        got: dict[str, float | None] = {}
+        got: dict[str, float | str | None] = {}
 
         def evaluate(when: float) -> bool:
             for check, (query, _) in queries.items():
@@ -198,15 +244,24 @@ class Checker:
             evaluate(at)
             when = at
         else:
-            when = self.fresh(after)
+            when = self.fresh(after, any_scrape=any_scrape)
             deadline = time.monotonic() + settle
             while not evaluate(when) and time.monotonic() < deadline:
                 time.sleep(0.25)
                 when = time.time()
         for check, (query, expect) in queries.items():
             value = got.get(check)
-            self._record(check, query, expect, _fmt(value), expect.holds(value), when)
-        return got
+            self._record(
+                check,
+                query,
+                expect,
+                _fmt(value),
+                expect.holds(value),
+                when,
+                clause=expect.clause or _family_clause(query),
+                value=value if isinstance(value, float | int) else None,
+            )
+        return {k: (v if not isinstance(v, str) else None) for k, v in got.items()}
 
     def expect_deltas(
         self,
@@ -224,8 +279,10 @@ class Checker:
         return self.expect_values(queries, after=after, settle=settle)
 
     def _delta_query(self, key: Key, since: float) -> str:
+        # A series missing at either end reads as 0: whether series exist from the start is
+        # the series-at-zero clause's business (expect_series), not the counting's.
         series = f"{key.family}{self.scope.sel(key.matchers())}"
-        return f"sum({series}) - sum({series} @ {since:.3f})"
+        return f"(sum({series}) or vector(0)) - (sum({series} @ {since:.3f}) or vector(0))"
 
     def expect_absolute(
         self,
@@ -261,15 +318,23 @@ class Checker:
         queries = {
             f"resets {fam}": (
                 f"max(resets({fam}{self.scope.sel()}[{span}] @ {end:.3f}))",
-                Expect.exact(0, "counters never decrease, even across a reload"),
+                Expect.exact(0, "counters never decrease, even across a reload", clauses.MONOTONIC),
             )
             for fam in families
         }
         self.expect_values(queries, at=end)
 
-    def expect_true(self, check: str, what: str, ok: bool, expected: str, got: str) -> None:
-        """A harness-side fact (echo backend counts, a process id) recorded like a query."""
-        self._record(check, what, expected, got, ok, time.time())
+    def expect_true(
+        self,
+        check: str,
+        what: str,
+        ok: bool,
+        expected: object,
+        got: object,
+        clause: str = clauses.HARNESS,
+    ) -> None:
+        """A client-side fact (an answer code, echo backend counts) recorded like a query."""
+        self._record(check, what, str(expected), str(got), ok, time.time(), clause=clause)
 
     # -- series shape -----------------------------------------------------------------------
 
@@ -301,6 +366,7 @@ class Checker:
             ", ".join(stray) or "none",
             not stray,
             when,
+            clause=clauses.LABELS,
         )
         for fam in contract.ALL:
             expected = {
@@ -315,6 +381,21 @@ class Checker:
                 have = {
                     s for s in have if dict(s).get("name") in want_names or set(dict(s)) != keys
                 }
+            missing, extra = expected - have, have - expected
+            detail = {
+                "missing": len(missing),
+                "extra": len(extra),
+                "family_absent": fam.name not in got,
+                "unlabelled": bool(have) and all("name" not in dict(s) for s in have),
+            }
+            cluster = fam.name.startswith("stunner_cluster_")
+            clause = clauses.NAME_IS_LISTENER if cluster else clauses.LABELS
+            if detail["family_absent"] or detail["unlabelled"]:
+                clause = clauses.table_clause(fam.name)
+            elif cluster and any(dict(s).get("name") not in want_names for s in extra):
+                clause = clauses.NAME_IS_LISTENER
+            elif missing and not extra:
+                clause = clauses.SERIES_AT_ZERO
             self._record(
                 f"labels {fam.name}",
                 f"{fam.name}{self.scope.sel()}",
@@ -322,6 +403,8 @@ class Checker:
                 _fmt_sets(have),
                 have == expected,
                 when,
+                clause=clause,
+                detail=detail,
             )
 
     def expect_metadata(self) -> None:
@@ -343,7 +426,17 @@ class Checker:
                 got,
                 got == want,
                 when,
+                clause=clauses.HELP if row else clauses.table_clause(fam.name),
+                detail={"family_absent": not row},
             )
+
+
+def _family_clause(query: str) -> str:
+    """The table row of the first contract family a query names."""
+    for fam in sorted(contract.ALL, key=lambda f: -len(f.name)):
+        if fam.name in query:
+            return clauses.table_clause(fam.name)
+    return clauses.HARNESS
 
 
 def _ms(seconds: float) -> str:

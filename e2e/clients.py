@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import socket
 import ssl
 import struct
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from aioice import stun, turn
 Address = tuple[str, int]
 Protocol = Literal["udp", "tcp", "tls"]
 ECHO_TIMEOUT = 3.0
+MAX_ROUNDS = 100_000  # bounds every echo loop even if its stop signal never comes
 CLOSE_TIMEOUT = 10.0
 
 
@@ -51,7 +53,13 @@ class Wire(Counts):
 
     retransmits: int = 0
     max_rx_stun: int = 0
+    # Answers the server sent that cannot have reached us: the last request's sends that
+    # were not answered before the socket closed (see `unanswered`).
+    late_answers: int = 0
     _tids: set[bytes] = field(default_factory=set, repr=False)
+    _sends: dict[bytes, int] = field(default_factory=dict, repr=False)
+    _answers: dict[bytes, int] = field(default_factory=dict, repr=False)
+    _last_request: bytes = field(default=b"", repr=False)
     protocol: Any = field(default=None, repr=False)
 
     def on_send(self, frame: bytes) -> None:
@@ -62,18 +70,37 @@ class Wire(Counts):
             if tid in self._tids:
                 self.retransmits += 1
             self._tids.add(tid)
+            if frame[0] & 0x01 == 0 and frame[1] & 0x10 == 0:  # class bits 00: a request
+                self._sends[tid] = self._sends.get(tid, 0) + 1
+                self._last_request = tid
 
     def on_receive(self, frame: bytes) -> None:
         self.rx_packets += 1
         self.rx_bytes += len(frame)
         if not turn.is_channel_data(frame):
             self.max_rx_stun = max(self.max_rx_stun, len(frame))
+            if len(frame) >= 20:
+                tid = frame[8:20]
+                self._answers[tid] = self._answers.get(tid, 0) + 1
+
+    def unanswered(self) -> int:
+        """Sends of the last request that got no answer before the socket closed.
+
+        Why the listener's tx is exact: requests are sequential, and the server answers in
+        order on one path, so every answer to an earlier request arrived before the answer
+        to a later one. Only the last request's extra answers (to its retransmissions) can
+        arrive after we stopped listening; every other answer the client did not get was
+        never sent (the amplification guard withheld it).
+        """
+        tid = self._last_request
+        return max(0, self._sends.get(tid, 0) - self._answers.get(tid, 0)) if tid else 0
 
     def add(self, other: Counts) -> None:
         super().add(other)
         if isinstance(other, Wire):
             self.retransmits += other.retransmits
             self.max_rx_stun = max(self.max_rx_stun, other.max_rx_stun)
+            self.late_answers += other.late_answers + other.unanswered()
 
 
 _wire: contextvars.ContextVar[Wire | None] = contextvars.ContextVar("turn_wire", default=None)
@@ -183,21 +210,77 @@ class Allocation:
 
     async def echo(self, peer: Address, payload: bytes, timeout: float = ECHO_TIMEOUT) -> None:
         """Send one datagram to `peer` through the relay and wait for the same bytes back."""
-        assert self.transport is not None and self._receiver is not None
-        self.transport.sendto(payload, peer)
-        try:
-            got = await asyncio.wait_for(self._receiver.inbox.get(), timeout)
-        except TimeoutError:
-            raise EchoError(f"{self.endpoint.name}: no echo from {peer} in {timeout}s") from None
-        if isinstance(got, Exception):
-            raise got
-        data, addr = got
-        if data != payload or tuple(addr) != tuple(peer):
-            raise EchoError(f"{self.endpoint.name}: wrong echo {data[:16]!r} from {addr}")
+        await self.exchange(peer, payload, [payload], timeout)
+
+    async def exchange(
+        self, peer: Address, data: bytes, replies: Sequence[bytes], timeout: float = ECHO_TIMEOUT
+    ) -> None:
+        """Send `data` to `peer` and wait for exactly `replies`, in order (asymmetric peer)."""
+        assert self.transport is not None
+        self.transport.sendto(data, peer)
+        await self.expect(peer, replies, timeout)
         self.data.tx_packets += 1
-        self.data.tx_bytes += len(payload)
-        self.data.rx_packets += 1
-        self.data.rx_bytes += len(data)
+        self.data.tx_bytes += len(data)
+
+    async def expect(
+        self, peer: Address, replies: Sequence[bytes], timeout: float = ECHO_TIMEOUT
+    ) -> None:
+        """Wait for `replies` from `peer`, in order, and count them as relayed to us."""
+        assert self._receiver is not None
+        for want in replies:
+            try:
+                got = await asyncio.wait_for(self._receiver.inbox.get(), timeout)
+            except TimeoutError:
+                raise EchoError(f"{self.endpoint.name}: no answer from {peer}") from None
+            if isinstance(got, Exception):
+                raise got
+            data, addr = got
+            if data != want or tuple(addr) != tuple(peer):
+                raise EchoError(f"{self.endpoint.name}: wrong answer {data[:16]!r} from {addr}")
+            self.data.rx_packets += 1
+            self.data.rx_bytes += len(data)
+
+    def channel(self, peer: Address) -> int:
+        """The channel aioice bound to `peer` (after a first send to it)."""
+        return int(self.inner.peer_to_channel[peer])
+
+    async def write_frames(self, frames: Sequence[bytes], *, split: int = 1) -> None:
+        """Put raw frames on the wire, counted: all in one write (`split` = 1, a pipelined
+        burst), or each cut into `split` writes, a short pause between the pieces so that the
+        server reads them separately. UDP: one datagram per frame, back to back."""
+        inner = self.inner
+        for frame in frames:
+            self.wire.on_send(frame)
+        if self.endpoint.protocol == "udp":
+            for frame in frames:
+                inner.transport.sendto(frame)
+            return
+        if split <= 1:
+            inner.transport.write(b"".join(frames))
+            return
+        for frame in frames:
+            step = -(-len(frame) // split)
+            for at in range(0, len(frame), step):
+                inner.transport.write(frame[at : at + step])
+                await asyncio.sleep(0.005)
+
+    async def vanish(self) -> None:
+        """Leave without Refresh(0): stop refreshing; TCP/TLS: reset the connection; UDP: close
+        the socket and say nothing, so that only expiry ends the allocation."""
+        inner = self.inner
+        if inner.refresh_task is not None:
+            inner.refresh_task.cancel()
+            inner.refresh_task = None
+        transport = inner.transport
+        sock = transport.get_extra_info("socket")
+        if self.endpoint.protocol != "udp" and sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            transport.abort()
+        else:
+            transport.close()
+        if self._receiver is not None:
+            await asyncio.wait_for(self._receiver.closed, CLOSE_TIMEOUT)
+        self.transport = None
 
     async def echo_many(self, peer: Address, count: int, size: int, tag: int = 0) -> None:
         """`count` ping-pongs of `size` bytes; each payload is unique, so a stray echo shows."""
@@ -236,6 +319,12 @@ class Allocation:
 def payload(tag: int, seq: int, size: int) -> bytes:
     head = struct.pack("!II", tag, seq)
     return (head + bytes(range(256)) * (size // 256 + 1))[:size]
+
+
+def channel_data(channel: int, data: bytes, stream: bool) -> bytes:
+    """A ChannelData frame (RFC 8656 12.4), padded to 4 bytes over TCP/TLS."""
+    frame = struct.pack("!HH", channel, len(data)) + data
+    return frame + bytes(-len(frame) % 4) if stream else frame
 
 
 @dataclass
@@ -282,3 +371,13 @@ async def open_many(
 
 async def close_all(allocs: Sequence[Allocation]) -> None:
     await asyncio.gather(*(a.close() for a in allocs), return_exceptions=True)
+
+
+async def keep_echoing(
+    alloc: Allocation, peer: Address, stop: asyncio.Event, size: int = 120, tag: int = 7
+) -> None:
+    """Echo until `stop` is set (bounded: at most MAX_ROUNDS echoes)."""
+    for seq in range(MAX_ROUNDS):
+        if stop.is_set():
+            return
+        await alloc.echo(peer, payload(tag, seq, size))

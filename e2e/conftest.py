@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from e2e.checks import Recorder
+from e2e.clauses import PROFILES
 from e2e.report import RunInfo, write_plots, write_tables
 from e2e.targets.base import Target
 
@@ -25,14 +26,19 @@ ORDER = (
     "test_traffic",
     "test_uclient",
     "test_waves",
+    "test_shapes",
     "test_dashboard",
     "test_denied_peer",
     "test_reload",
+    "test_restart",
     "test_metrics_endpoint",
     "test_miscounting",
     "test_stunnerctl",
     "test_workers",
+    "test_conformance",
+    "test_external",
 )
+NESTED_REPORT_ENV = "STUNNER_E2E_REPORT_DIR"
 PROMETHEUS_HINT = (
     "prometheus not found on PATH: install it (Debian/Ubuntu: apt-get install prometheus) "
     "or run `nox -s e2e` as root to have it installed"
@@ -55,6 +61,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--turn-ca", help="external: CA file to verify TLS listeners")
     group.addoption("--peer", metavar="HOST:PORT", help="external: echo peer inside the cluster")
     group.addoption(
+        "--asymmetric-peer",
+        metavar="HOST:PORT",
+        help="external: a peer in the cluster that answers bigger and sometimes twice "
+        "(python -m e2e.echo HOST:PORT --asymmetric); without it those shapes are not testable",
+    )
+    group.addoption(
         "--outside-peer",
         metavar="HOST:PORT",
         help="external: a peer no cluster holds (default 192.0.2.1:9)",
@@ -71,6 +83,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="external: also run the Chromium scenario through the --turn-uri listeners "
         "(local: on by default when chromium is on PATH)",
     )
+    group.addoption(
+        "--profile",
+        choices=sorted(PROFILES),
+        default="spec",
+        help="conformance profile: spec (strict, default), or a released upstream's documented "
+        "behaviours (reported as deviations, not failures)",
+    )
     group.addoption("--keep", action="store_true", help="keep configs and Prometheus TSDB")
     group.addoption(
         "--stunnerd",
@@ -86,8 +105,13 @@ class _Run:
         target = config.getoption("--target")
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.dir = config.rootpath / "e2e-report" / f"{stamp}-{target}-{os.getpid()}"
-        self.info = RunInfo(target=target, started=time.time())
-        self.recorder = Recorder()
+        # A run nested in another one (test_external) writes where its parent says.
+        self.nested = bool(os.environ.get(NESTED_REPORT_ENV))
+        if self.nested:
+            self.dir = Path(os.environ[NESTED_REPORT_ENV])
+        profile = config.getoption("--profile")
+        self.info = RunInfo(target=target, started=time.time(), profile=profile)
+        self.recorder = Recorder(profile=profile)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.skipped and hasattr(report, "wasxfail"):  # an expected failure, not a skip
@@ -99,12 +123,17 @@ class _Run:
         elif report.failed:
             self.info.outcomes[report.nodeid] = f"error in {report.when}"
 
-    def pytest_sessionfinish(self) -> None:
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        background = session.config.stash.get(_EXTERNAL, None)
+        if background is not None:
+            background.stop()  # type: ignore[attr-defined]
         self.info.finished = time.time()
         if not self.info.outcomes and not self.recorder.records:
             return  # nothing ran (e.g. --collect-only)
         self.dir.mkdir(parents=True, exist_ok=True)
         write_tables(self.dir, self.recorder, self.info)
+        if self.nested:
+            return
         tmp = self.dir.parent / f".latest-{os.getpid()}"
         tmp.unlink(missing_ok=True)
         tmp.symlink_to(self.dir.name)
@@ -123,6 +152,8 @@ class _Run:
             terminalreporter.write_line(f"e2e report: {self.dir} ({elapsed:.1f} s)")
             for note in self.info.notes:
                 terminalreporter.write_line(f"  {note}")
+            for line in self.info.summary:
+                terminalreporter.write_line(line)
 
 
 _RUN = pytest.StashKey[_Run]()
@@ -140,6 +171,34 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return ORDER.index(module) if module in ORDER else len(ORDER)
 
     items.sort(key=rank)
+
+
+_EXTERNAL = pytest.StashKey[object]()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """test_external's run (its own deployment, a nested harness run) takes a minute, mostly
+    waiting for scrapes: start it now, beside the other scenarios; the test joins it."""
+    config = session.config
+    wanted = any(item.nodeid.startswith("e2e/test_external.py") for item in session.items)
+    binary = shutil.which("prometheus")
+    if not wanted or config.getoption("--target") != "local" or binary is None:
+        return
+    if config.getoption("--collect-only"):
+        return
+    from e2e.external_lab import BackgroundRun
+
+    run = BackgroundRun(binary, config.stash[_RUN].dir / "external", config.getoption("--keep"))
+    run.start()
+    config.stash[_EXTERNAL] = run
+
+
+@pytest.fixture(scope="session")
+def external_run(pytestconfig: pytest.Config) -> object:
+    run = pytestconfig.stash.get(_EXTERNAL, None)
+    if run is None:
+        pytest.skip("the external run needs --target local and prometheus")
+    return run
 
 
 # -- fixtures ------------------------------------------------------------------------------
@@ -196,7 +255,9 @@ def _plots(reportdir: Path, prom: object, info: RunInfo, selector: str) -> None:
     from e2e.prom import PromClient
 
     assert isinstance(prom, PromClient)
-    write_plots(reportdir, prom, info.started, time.time(), selector)
+    began = time.monotonic()
+    count = write_plots(reportdir, prom, info.started, time.time(), selector)
+    info.notes.append(f"{count} plots in {time.monotonic() - began:.1f} s")
 
 
 @pytest.fixture(scope="session")
@@ -236,6 +297,7 @@ def target(pytestconfig: pytest.Config, request: pytest.FixtureRequest) -> Itera
             prometheus_url=pytestconfig.getoption("--prometheus-url"),
             selector=pytestconfig.getoption("--prometheus-selector"),
             outside_peer=pytestconfig.getoption("--outside-peer"),
+            asymmetric_peer=pytestconfig.getoption("--asymmetric-peer"),
             cafile=pytestconfig.getoption("--turn-ca"),
         )
     except TargetError as exc:

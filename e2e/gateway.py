@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 STUNNERD = (sys.executable, "-m", "stunner.cli.stunnerd")
 MISCOUNTING = (sys.executable, str(Path(__file__).with_name("miscounting_stunnerd.py")))
+DEVIANT = (sys.executable, str(Path(__file__).with_name("deviant_stunnerd.py")))
 USERNAME = "my-user"
 PASSWORD = "my-password"
 REALM = constants.DEFAULT_REALM
@@ -92,16 +93,20 @@ class GatewayConfig:
     listeners: list[ListenerSpec] = field(default_factory=list)
     clusters: list[ClusterSpec] = field(default_factory=list)
     loglevel: str = "all:INFO"
+    limits: dict[str, Any] = field(default_factory=dict)  # admin.limits, e.g. a lifetime cap
 
     def render(self) -> dict[str, Any]:
+        admin: dict[str, Any] = {
+            "name": self.name,
+            "loglevel": self.loglevel,
+            "metrics_endpoint": self.metrics_url,
+            "healthcheck_endpoint": f"http://{self.address}:{self.health_port}",
+        }
+        if self.limits:
+            admin["limits"] = dict(self.limits)
         return {
             "version": constants.API_VERSION,
-            "admin": {
-                "name": self.name,
-                "loglevel": self.loglevel,
-                "metrics_endpoint": self.metrics_url,
-                "healthcheck_endpoint": f"http://{self.address}:{self.health_port}",
-            },
+            "admin": admin,
             "auth": {
                 "type": "plaintext",
                 "realm": REALM,

@@ -40,11 +40,13 @@ async def enable_metrics_live(
                 Expect.exact(0),
             ),
         }
-        await asyncio.to_thread(check.expect_values, off)
+        await asyncio.to_thread(check.expect_values, off, any_scrape=True)
         patched = time.time()
         enable()
         on = {"up after the patch": (up, Expect.exact(1))}
-        await asyncio.to_thread(check.expect_values, on, after=patched, settle=ENABLE_TIMEOUT)
+        await asyncio.to_thread(
+            check.expect_values, on, after=patched, settle=ENABLE_TIMEOUT, any_scrape=True
+        )
         relayed = alloc.relayed
         await alloc.echo_many(peer, AFTER, SIZE, tag=2)
         await asyncio.to_thread(

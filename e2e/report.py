@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from e2e import contract
+from e2e import clauses, contract
 from e2e.checks import Record, Recorder
 from e2e.prom import PromClient
 
@@ -29,6 +29,8 @@ class RunInfo:
     finished: float = 0.0
     notes: list[str] = field(default_factory=list)
     outcomes: dict[str, str] = field(default_factory=dict)  # test id -> passed/failed/skipped
+    profile: str = "spec"
+    summary: list[str] = field(default_factory=list)  # the clause table, for the terminal
 
 
 def _md_cell(text: str) -> str:
@@ -59,8 +61,11 @@ def write_tables(outdir: Path, recorder: Recorder, info: RunInfo) -> None:
     """report.json and report.md: the target, what skipped and why, one row per assertion."""
     rows = [r.as_dict() for r in recorder.records]
     skipped = _skipped(info)
-    failed = sum(1 for r in recorder.records if not r.ok and not r.negative)
+    mine = [r for r in recorder.records if not r.negative]  # the target's, not the controls'
+    failed = sum(1 for r in mine if r.verdict == clauses.FAILS)
+    documented = sum(1 for r in mine if r.verdict == clauses.DOCUMENTED)
     caught = sum(1 for r in recorder.records if not r.ok and r.negative)
+    table = clauses.verdicts(mine, info.profile)
     meta: dict[str, Any] = {
         "target": info.target,
         "started": info.started,
@@ -71,7 +76,20 @@ def write_tables(outdir: Path, recorder: Recorder, info: RunInfo) -> None:
         "skipped": skipped,
         "assertions": len(rows),
         "assertions_failed": failed,
+        "documented_deviations": documented,
         "negative_controls_caught": caught,
+        "profile": info.profile,
+        "clauses": [
+            {
+                "clause": v.clause.id,
+                "source": v.clause.source,
+                "statement": v.clause.statement,
+                "verdict": v.verdict,
+                "checks": v.checks,
+                "difference": v.difference,
+            }
+            for v in table
+        ],
     }
     (outdir / "report.json").write_text(json.dumps({**meta, "records": rows}, indent=1))
     lines = [
@@ -79,7 +97,9 @@ def write_tables(outdir: Path, recorder: Recorder, info: RunInfo) -> None:
         "",
         f"- target: {info.target}; tests: {_tally(info)}",
         f"- duration: {meta['duration_s']} s; assertions: {len(rows)}, failed: {failed}; "
-        f"negative controls caught: {caught}",
+        f"documented deviations: {documented}; negative controls caught: {caught}",
+        f"- profile: {info.profile}"
+        + "".join(f"; {n}" for n in clauses.profile_notes(info.profile)),
         *(f"- {note}" for note in info.notes),
         "",
         "## Tests",
@@ -92,23 +112,52 @@ def write_tables(outdir: Path, recorder: Recorder, info: RunInfo) -> None:
         "",
         *([f"- `{t}`: {_md_cell(why)}" for t, why in skipped.items()] or ["- nothing"]),
         "",
+        "## Verdict per clause",
+        "",
+        *clause_table(table),
+        "",
+        clauses.STRICT_RULES_COST,
+        "",
         "## Assertions",
         "",
-        "| scenario | check | query | expected | got | ok |",
-        "|---|---|---|---|---|---|",
+        "| scenario | check | clause | query | expected | got | ok |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in recorder.records:
         query = _md_cell(r.query)
         lines.append(
-            f"| {_md_cell(r.scenario)} | {_md_cell(r.check)} | `{query}` | "
+            f"| {_md_cell(r.scenario)} | {_md_cell(r.check)} | {r.clause} | `{query}` | "
             f"{_md_cell(r.expected)} | {_md_cell(r.got)} | {_verdict(r)} |"
         )
     (outdir / "report.md").write_text("\n".join(lines) + "\n")
+    if info.target == "local":  # our own stunnerd: the full table is in report.md
+        counts: dict[str, int] = {}
+        for v in table:
+            counts[v.verdict] = counts.get(v.verdict, 0) + 1
+        info.summary = ["clauses: " + ", ".join(f"{n} {k}" for k, n in counts.items())]
+    else:
+        info.summary = [f"verdict per clause (profile {info.profile}):", *clause_table(table)]
+
+
+def clause_table(rows: list[clauses.ClauseVerdict]) -> list[str]:
+    """Markdown: one row per clause, conforms / deviates (with the difference) / not testable."""
+    out = [
+        "| clause | source | statement | verdict | checks | measured difference |",
+        "|---|---|---|---|---|---|",
+    ]
+    for v in rows:
+        out.append(
+            f"| {v.clause.id} | {_md_cell(v.clause.source)} | {_md_cell(v.clause.statement)} | "
+            f"{v.verdict} | {v.checks} | {_md_cell(v.difference) or '-'} |"
+        )
+    return out
 
 
 def _verdict(rec: Record) -> str:
     if rec.negative:
         return "ok" if rec.ok else "fail (intended)"
+    if rec.verdict == clauses.DOCUMENTED:
+        return "deviates (documented)"
     return "ok" if rec.ok else "**FAIL**"
 
 
@@ -139,7 +188,8 @@ def write_plots(outdir: Path, prom: PromClient, start: float, end: float, select
         except Exception as exc:  # a report must not hide the test results
             log.warning("plot %s: %s", fam.name, exc)
             continue
-        fig, ax = plt.subplots(figsize=(12, 4.5))
+        fig, ax = plt.subplots(figsize=(14, 6))
+        fig.subplots_adjust(left=0.05, right=0.66, bottom=0.1, top=0.93)  # legend on the right
         for labels, points in series:
             if points:
                 ts = [t - start for t, _ in points]
@@ -147,8 +197,7 @@ def write_plots(outdir: Path, prom: PromClient, start: float, end: float, select
         ax.set_title(f"{fam.name} ({fam.type})")
         ax.set_xlabel("seconds since run start")
         if series:
-            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-        fig.tight_layout()
+            ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0), ncol=2)
         fig.savefig(plots / f"{fam.name}.png", dpi=80)
         plt.close(fig)
         written += 1

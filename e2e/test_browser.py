@@ -63,7 +63,7 @@ def browser(
     reportdir: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Session]:
-    """Namespace, gateway `f`, captures and Chromium for the module; all torn down by pid.
+    """Namespace, gateway `i`, captures and Chromium for the module; all torn down by pid.
 
     On the external target (with --browser): Chromium only, aimed at the deployment.
     """

@@ -11,6 +11,7 @@ import pytest
 
 from e2e import truth
 from e2e.checks import Checker, Expect, Recorder
+from e2e.clauses import RELAY
 from e2e.clients import Allocation, close_all, open_many, tally
 from e2e.contract import Key
 from e2e.targets.base import Target
@@ -61,8 +62,8 @@ async def test_every_metric_matches_client_truth(target: Target, recorder: Recor
     zero: dict[Key, Expect] = {}
     peak: dict[Key, Expect] = {}
     for t in tallies.values():
-        zero |= truth.gauges(t.name, 0, "all clients left")
-        peak |= truth.gauges(t.name, CLIENTS, "all clients connected")
+        zero |= truth.gauges(t.name, 0, "all clients left", t.protocol)
+        peak |= truth.gauges(t.name, CLIENTS, "all clients connected", t.protocol)
     await asyncio.to_thread(check.expect_absolute, zero, after=closed)
     await asyncio.to_thread(check.expect_max, since.at, time.time(), peak)
 
@@ -76,6 +77,7 @@ async def test_every_metric_matches_client_truth(target: Target, recorder: Recor
             (seen.packets, seen.bytes) == (sent_p, sent_b),
             f"{sent_p}, {sent_b}",
             f"{seen.packets}, {seen.bytes}",
+            RELAY,
         )
 
     names = target.listener_names or {t.name for t in tallies.values()}

@@ -45,8 +45,8 @@ async def test_gauges_follow_waves(target: Target, recorder: Recorder) -> None:
         zero: dict[Key, Expect] = {}
         peak: dict[Key, Expect] = {}
         for t in tallies.values():
-            zero |= truth.gauges(t.name, 0, f"wave {wave} left")
-            peak |= truth.gauges(t.name, size, f"wave {wave}: {size} clients")
+            zero |= truth.gauges(t.name, 0, f"wave {wave} left", t.protocol)
+            peak |= truth.gauges(t.name, size, f"wave {wave}: {size} clients", t.protocol)
         await asyncio.to_thread(check.expect_absolute, zero, after=left)
         await asyncio.to_thread(check.expect_max, start, time.time(), peak, f"wave {wave}")
     expected: dict[Key, Expect] = {}

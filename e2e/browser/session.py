@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from e2e.targets.local import LocalLab
 
 PAGE = Path(__file__).with_name("page.html")
-ROLE = "f"  # the lab's gateway role for the browser scenario
+ROLE = "i"  # the lab's gateway role for the browser scenario
 CLUSTER = "browser/relays"
 SIDES = ("caller", "callee")
 # transport key -> (listener protocol, URI scheme, ?transport=)
@@ -191,7 +191,7 @@ def wait_for_page(browser: Chromium, timeout: float = 15.0) -> None:
 
 @contextlib.contextmanager
 def local_session(lab: LocalLab, binary: str, workdir: Path) -> Iterator[Session]:
-    """Namespace, gateway `f` on the veth's host end, both captures, then the browser."""
+    """Namespace, gateway `i` on the veth's host end, both captures, then the browser."""
     with contextlib.ExitStack() as stack:
         net = stack.enter_context(browser_net())
         host = net.host_addr

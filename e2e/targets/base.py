@@ -39,3 +39,13 @@ class Target:
     uclient: Endpoint | None = None
     lab: LocalLab | None = None
     notes: list[str] = field(default_factory=list)
+    # Traffic shapes (e2e/shapes.py): an asymmetric peer (None: those shapes are not testable
+    # here), where strangers send from ('' = this host's default), and, locally, one listener
+    # per shape and protocol ("asym/udp") so that shapes run side by side.
+    asymmetric_peer: Address | None = None
+    stranger_host: str = ""
+    shape_listeners: dict[str, Endpoint] = field(default_factory=dict)
+
+    def shape_endpoint(self, shape: str, protocol: str) -> Endpoint | None:
+        """The listener a shape drives: its own (local), or the target's one for `protocol`."""
+        return self.shape_listeners.get(f"{shape}/{protocol}") or self.listeners.get(protocol)

@@ -69,6 +69,7 @@ def external_target(
     selector: str = "",
     outside_peer: str | None = None,
     cafile: str | None = None,
+    asymmetric_peer: str | None = None,
 ) -> Target:
     missing = [
         opt
@@ -115,4 +116,7 @@ def external_target(
             else DEFAULT_OUTSIDE_PEER
         ),
         notes=notes,
+        asymmetric_peer=(
+            parse_host_port(asymmetric_peer, "--asymmetric-peer") if asymmetric_peer else None
+        ),
     )

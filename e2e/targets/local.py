@@ -1,21 +1,23 @@
 """The local target: stunnerd processes on 127.0.0.x, a UDP echo backend, a real Prometheus.
 
 Roles: `a` is the main gateway (UDP, TCP and TLS listeners routed to the backend's cluster, a
-listener routed to a cluster without it, and a UDP listener reserved for turnutils_uclient,
-which leaks allocations by design); `b`, `c`, `d`, `e` and `f` are started by single scenarios
-(metricsEndpoint off-then-on, the miscounting wrapper, stunnerctl output, two workers, the
-browser's gateway).
+listener routed to a cluster without it, a UDP listener reserved for turnutils_uclient,
+which leaks allocations by design, and one listener per traffic shape); `b` to `i` are started
+by single scenarios (metricsEndpoint off-then-on, the miscounting wrapper, stunnerctl output,
+two workers, a lifetime cap, two deviant gateways, the browser's gateway). One more address is
+the stranger: a source no permission ever names.
 Every gateway's metrics address is in Prometheus' file_sd list from the start, so a gateway
 that starts later is scraped within one interval instead of waiting for service discovery.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 from e2e import gateway as gw
@@ -31,7 +33,7 @@ from e2e.targets.base import Target
 
 log = logging.getLogger(__name__)
 
-ROLES = ("a", "b", "c", "d", "e", "f")
+ROLES = ("a", "b", "c", "d", "e", "f", "g", "h", "i")
 MEDIA_PLANE = "stunner/media-plane"
 ELSEWHERE = "stunner/elsewhere"
 ELSEWHERE_ENDPOINTS = ["192.0.2.0/24"]  # TEST-NET-1: holds no backend
@@ -44,6 +46,28 @@ NAMES = {
     "denied": "stunner/denied-gateway/udp-listener",
     "uclient": "stunner/uclient-gateway/udp-listener",
 }
+# One listener per traffic shape and protocol on gateway `a`, so shapes run side by side and
+# each one's counters are its own (e2e/shapes.py); "restart" is test_restart's.
+SHAPES = (
+    "asym/udp",
+    "asym/tcp",
+    "unsolicited/udp",
+    "pipeline/udp",
+    "pipeline/tcp",
+    "pipeline/tls",
+    "vanish/tcp",
+    "vanish/tls",
+    "sendfail/udp",
+    "sendfail/tcp",
+    "guard/udp",
+    "restart/tls",  # before restart/udp: once the moved UDP port serves, TLS has restarted
+    "restart/udp",
+)
+
+
+def shape_name(key: str) -> str:
+    shape, protocol = key.split("/")
+    return f"stunner/{shape}-gateway/{protocol}-listener"
 
 
 class LocalLab:
@@ -73,13 +97,13 @@ class LocalLab:
 
     def _setup(self, prometheus_binary: str) -> None:
         try:
-            lease = lease_addresses(len(ROLES) + 1, want_tcp_port=self.spec.port)
+            lease = lease_addresses(len(ROLES) + 2, want_tcp_port=self.spec.port)
             self.metrics_port = {role: self.spec.port for role in ROLES}
         except RuntimeError:
-            lease = lease_addresses(len(ROLES) + 1)
+            lease = lease_addresses(len(ROLES) + 2)
             self.metrics_port = {}
         self._stack.callback(lease.close)
-        *gateway_addrs, backend_addr = lease.addresses
+        *gateway_addrs, backend_addr, self.stranger = lease.addresses
         self.address = dict(zip(ROLES, gateway_addrs, strict=True))
         for role, addr in self.address.items():
             if role not in self.metrics_port:
@@ -91,6 +115,8 @@ class LocalLab:
                     self.metrics_port[role],
                 )
         self.backend = self._stack.enter_context(EchoBackend(backend_addr))
+        # In the same cluster (same IP, another port): answers bigger, sometimes twice.
+        self.asymmetric = self._stack.enter_context(EchoBackend(backend_addr, asymmetric=True))
         self.static = self._stack.enter_context(
             StaticTarget("127.0.0.1", self.spec.path, SELFTEST_LISTENER)
         )
@@ -126,6 +152,7 @@ class LocalLab:
             prom=self.prometheus.client,
             selector=f'gateway="{role}"',
             freshness=f'up{{gateway="{role}"}}',
+            healthy=f'up{{gateway="{role}"}} == 1',
             match_target=f'{{gateway="{role}"}}',
             target_labels=frozenset({"instance", "job", "gateway"}),
         )
@@ -173,6 +200,18 @@ class LocalLab:
             gw.ListenerSpec(NAMES["denied"], "UDP", free_port(addr), [ELSEWHERE]),
             gw.ListenerSpec(NAMES["uclient"], "UDP", free_port(addr), [MEDIA_PLANE]),
         ]
+        for key in SHAPES:
+            tls = key.endswith("/tls")
+            listeners.append(
+                gw.ListenerSpec(
+                    shape_name(key),
+                    key.split("/")[1].upper(),
+                    free_port(addr),
+                    [MEDIA_PLANE],
+                    self.cert.cert_b64 if tls else "",
+                    self.cert.key_b64 if tls else "",
+                )
+            )
         return gw.GatewayConfig(
             name="e2e-a",
             address=addr,
@@ -181,6 +220,14 @@ class LocalLab:
             listeners=listeners,
             clusters=[self.backend_cluster(), gw.ClusterSpec(ELSEWHERE, ELSEWHERE_ENDPOINTS)],
         )
+
+    def shape_endpoint(self, config: gw.GatewayConfig, key: str) -> Endpoint:
+        """How a client reaches the listener of shape `key` ("asym/udp") in `config`."""
+        name = shape_name(key)
+        (lis,) = (lis for lis in config.listeners if lis.name == name)
+        protocol = key.split("/")[1]
+        ctx = self.cert.client_context() if protocol == "tls" else None
+        return Endpoint(name, protocol, config.address, lis.port, ctx)  # type: ignore[arg-type]
 
     def wait_up(self, role: str, timeout: float = 25.0) -> None:
         """Until Prometheus has scraped `role` successfully (first sample ~6 s on 2.42)."""
@@ -212,6 +259,25 @@ class LocalLab:
             yield gateway
         finally:
             gateway.stop()
+
+    @contextlib.asynccontextmanager
+    async def running_async(
+        self,
+        role: str,
+        config: gw.GatewayConfig | str,
+        *,
+        argv: tuple[str, ...] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> AsyncIterator[gw.Gateway]:
+        """`running`, scraped once, without blocking the event loop (scenarios running side
+        by side keep going while this gateway starts and stops)."""
+        manager = self.running(role, config, argv=argv, env=env)
+        gateway = await asyncio.to_thread(manager.__enter__)
+        try:
+            await asyncio.to_thread(self.wait_up, role)
+            yield gateway
+        finally:
+            await asyncio.to_thread(manager.__exit__, None, None, None)
 
     def _stop_gateways(self) -> None:
         for gateway in self.gateways.values():
@@ -256,4 +322,7 @@ def main_target(lab: LocalLab) -> Target:
         uclient=endpoint("uclient", "udp"),
         lab=lab,
         notes=[f"scrape config from {lab.spec.source}"],
+        asymmetric_peer=lab.asymmetric.address,
+        stranger_host=lab.stranger,
+        shape_listeners={key: lab.shape_endpoint(config, key) for key in SHAPES},
     )

@@ -45,6 +45,7 @@ class LimitsConfig:
     tls_handshake_timeout: int = 10
     max_message_size: int = 8192
     udp_amplification_guard: bool = True
+    max_allocation_lifetime: int = c.MAX_ALLOCATION_LIFETIME  # seconds; like coturn's option
 
 
 @dataclass(frozen=True, slots=True)

@@ -79,6 +79,7 @@ LIMIT_RANGES: Mapping[str, tuple[int, int]] = {
     "permissions_per_allocation": (0, 65536),
     "channels_per_allocation": (0, 4096),
     "nonce_lifetime": (10, 86400),
+    "max_allocation_lifetime": (1, 86400),
     "tcp_connections_per_source": (0, 1_000_000),
     "tcp_idle_timeout": (0, 86400),
     "tls_handshake_timeout": (1, 600),

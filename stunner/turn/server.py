@@ -244,12 +244,11 @@ class TurnServer:
         return success_response(request, XOR_MAPPED_ADDRESS=client.addr)
 
     def _lifetime(self, request: Message) -> int:
-        """RFC 8656 7.2 step 7: the requested lifetime, clamped to [default, maximum]."""
+        """RFC 8656 7.2 step 7: the requested lifetime, clamped to [default, maximum]; the
+        maximum is ``limits.max_allocation_lifetime``, and a cap below the default wins."""
         requested: int = request.attributes.get("LIFETIME", constants.DEFAULT_ALLOCATION_LIFETIME)
-        return max(
-            constants.DEFAULT_ALLOCATION_LIFETIME,
-            min(requested, constants.MAX_ALLOCATION_LIFETIME),
-        )
+        cap = self.limits.max_allocation_lifetime
+        return min(max(constants.DEFAULT_ALLOCATION_LIFETIME, requested), cap)
 
     def _check_allocate(self, request: Message, client: Client, username: str) -> bool:
         """RFC 8656 7.2 steps 2-6; True means 'resend the cached success'."""

@@ -940,3 +940,16 @@ def test_constants_are_the_defaults() -> None:
     admin = cfg.AdminConfig()
     assert (admin.name, admin.loglevel) == (c.DEFAULT_STUNNERD_NAME, c.DEFAULT_LOGLEVEL)
     assert admin.healthcheck_endpoint == c.DEFAULT_HEALTHCHECK_ENDPOINT
+
+
+def test_max_allocation_lifetime_parses_and_is_bounded() -> None:
+    data = base()
+    assert cfg.from_dict(data).admin.limits.max_allocation_lifetime == c.MAX_ALLOCATION_LIFETIME
+    data["admin"]["limits"] = {"max_allocation_lifetime": 5}
+    assert cfg.from_dict(data).admin.limits.max_allocation_lifetime == 5
+    data["admin"]["limits"] = {"max_allocation_lifetime": 0}
+    with pytest.raises(cfg.ConfigError) as info:
+        cfg.from_dict(data)
+    assert str(info.value) == (
+        "admin.limits.max_allocation_lifetime: must be an integer 1-86400, got 0"
+    )

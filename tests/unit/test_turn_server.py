@@ -233,6 +233,33 @@ async def test_short_lifetime_is_raised_to_default(server: TurnServer) -> None:
     assert response.attributes["LIFETIME"] == 600
 
 
+@pytest.mark.parametrize(
+    ("cap", "requested", "granted"),
+    [(3, 600, 3), (3, 0x7FFFFFFF, 3), (900, 7200, 900), (900, 30, 600), (7200, 5000, 5000)],
+)
+async def test_max_allocation_lifetime_caps_allocate_and_refresh(
+    cap: int, requested: int, granted: int
+) -> None:
+    now = [1000.0]
+    limits = LimitsConfig(udp_amplification_guard=False, max_allocation_lifetime=cap)
+    srv = make_server(43000, 43999, limits=limits, clock=lambda: now[0])
+    try:
+        client = Client(srv)
+        assert (await client.allocate(LIFETIME=requested)).attributes["LIFETIME"] == granted
+        refreshed = await client.request(Method.REFRESH, LIFETIME=requested)
+        assert refreshed.attributes["LIFETIME"] == granted
+        now[0] += granted - 0.5
+        srv.sweep(now[0])
+        assert srv.stats.allocations == 1
+        now[0] += 0.5  # the cap is reached: the sweeper ends the allocation, gauges follow
+        srv.sweep(now[0])
+        stats = srv.stats
+        assert (stats.allocations, stats.connections, stats.cluster_connections) == (0, 0, 0)
+        assert (stats.connections_total, stats.cluster_connections_total) == (1, 1)
+    finally:
+        srv.close()
+
+
 async def test_dont_fragment_sets_df_on_the_relay_socket(server: TurnServer) -> None:
     await Client(server).allocate(DONT_FRAGMENT=True)
     relay = server.allocations[CLIENT].relay
