@@ -14,7 +14,7 @@ from stunner.config import LimitsConfig
 from stunner.stats import ListenerSample, ListenerStats
 from stunner.stun import Class, Message, Method, parse_message
 from stunner.telemetry import listener_sample
-from stunner.turn import DatagramClient, StreamClient, TurnServer
+from stunner.turn import DatagramClient, TurnServer
 from stunner.turn.limits import Quotas
 
 CLIENT = ("192.0.2.10", 40000)
@@ -439,4 +439,3 @@ async def test_total_allocations_are_shared_across_servers() -> None:
     finally:
         for srv in servers:
             srv.close()
-
