@@ -3,7 +3,7 @@
 stunnerd parses each reload in a fresh child (stunner.watcher.ParserProcess). Killed with
 SIGKILL mid-parse, stunnerd gets no chance to clean up: the child must still go (it asked the
 kernel for PR_SET_PDEATHSIG). Between reloads, no parser runs, with one process or with
-``--workers 2``.
+``--workers 2``; and the workers go with a killed supervisor even right after a reload.
 """
 
 from __future__ import annotations
@@ -79,6 +79,7 @@ def test_sigkill_mid_parse_leaves_no_parser_behind(tmp_path: Path) -> None:
 @pytest.mark.parametrize("workers", [1, 2])
 def test_no_parser_idles_between_reloads(tmp_path: Path, workers: int) -> None:
     daemon = Daemon(tmp_path)
+    before: set[int] = set()
     try:
         daemon.start("--workers", str(workers))
         assert daemon.proc is not None
@@ -91,5 +92,11 @@ def test_no_parser_idles_between_reloads(tmp_path: Path, workers: int) -> None:
         wait_until(lambda: set(children(daemon.proc.pid)) == before, 10)  # type: ignore[union-attr]
         for worker in before:
             assert children(worker) == {}  # no parser, no resource tracker
+        daemon.proc.kill()  # and after a SIGKILL, nothing of it stays
+        daemon.proc.wait(timeout=10)
+        wait_until(lambda: not any(alive(pid) for pid in before), 15)
     finally:
+        for pid in before:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
         daemon.stop()
