@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,19 @@ def alive(pid: int) -> bool:
     return stat[stat.rindex(")") + 2] != "Z"
 
 
+def kill_and_outlive(daemon: Daemon, pids: Iterable[int]) -> None:
+    """SIGKILL stunnerd (it can clean nothing up); every one of ``pids`` must go too."""
+    assert daemon.proc is not None
+    daemon.proc.kill()
+    daemon.proc.wait(timeout=10)
+    try:
+        wait_until(lambda: not any(alive(pid) for pid in pids), 15)
+    finally:
+        for pid in pids:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
 def parsers(pid: int) -> list[int]:
     return [p for p, cmd in children(pid).items() if "stunner.config.child" in cmd]
 
@@ -56,7 +70,6 @@ def applied(daemon: Daemon) -> int:
 
 def test_sigkill_mid_parse_leaves_no_parser_behind(tmp_path: Path) -> None:
     daemon = Daemon(tmp_path)
-    left: dict[int, str] = {}
     try:
         daemon.start()
         assert daemon.proc is not None
@@ -65,21 +78,14 @@ def test_sigkill_mid_parse_leaves_no_parser_behind(tmp_path: Path) -> None:
         slow.write_text(late_error(daemon.config, (1 << 20) - 64))
         slow.replace(daemon.path)
         wait_until(lambda: parsers(daemon.proc.pid), 15)  # type: ignore[union-attr]
-        left = children(daemon.proc.pid)
-        daemon.proc.kill()  # SIGKILL: stunnerd can clean nothing up
-        daemon.proc.wait(timeout=10)
-        wait_until(lambda: not any(alive(pid) for pid in left), 10)
+        kill_and_outlive(daemon, children(daemon.proc.pid))
     finally:
-        for pid in left:
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)
         daemon.stop()
 
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_no_parser_idles_between_reloads(tmp_path: Path, workers: int) -> None:
     daemon = Daemon(tmp_path)
-    before: set[int] = set()
     try:
         daemon.start("--workers", str(workers))
         assert daemon.proc is not None
@@ -92,11 +98,6 @@ def test_no_parser_idles_between_reloads(tmp_path: Path, workers: int) -> None:
         wait_until(lambda: set(children(daemon.proc.pid)) == before, 10)  # type: ignore[union-attr]
         for worker in before:
             assert children(worker) == {}  # no parser, no resource tracker
-        daemon.proc.kill()  # and after a SIGKILL, nothing of it stays
-        daemon.proc.wait(timeout=10)
-        wait_until(lambda: not any(alive(pid) for pid in before), 15)
+        kill_and_outlive(daemon, before)  # even right after a reload, nothing of it stays
     finally:
-        for pid in before:
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)
         daemon.stop()
