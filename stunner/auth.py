@@ -36,6 +36,9 @@ class Authenticator(Protocol):
     def key_for(self, username: str) -> bytes | None:
         """The integrity key for ``username``, or None if the user may not authenticate."""
 
+    def refusal(self, username: str) -> str:
+        """Why ``key_for(username)`` is None, for a log line (never a secret)."""
+
 
 class PlaintextAuth:
     """One static user, as upstream's ``plaintext`` (alias ``static``)."""
@@ -50,6 +53,9 @@ class PlaintextAuth:
             self._key if hmac.compare_digest(username.encode(), self._username.encode()) else None
         )
 
+    def refusal(self, username: str) -> str:
+        return "unknown user"
+
     def __repr__(self) -> str:
         return f"PlaintextAuth(realm={self.realm!r}, username={self._username!r})"
 
@@ -63,12 +69,24 @@ class LongTermAuth:
         self._clock = clock
 
     def key_for(self, username: str) -> bytes | None:
-        expiry_text = username.split(":", 1)[0]
-        if not (expiry_text.isascii() and expiry_text.isdigit()) or len(expiry_text) > 20:
-            return None
-        if int(expiry_text) < self._clock():
+        expiry = _rest_expiry(username)
+        if expiry is None or expiry < self._clock():
             return None
         return long_term_key(username, self.realm, rest_password(self._secret, username))
 
+    def refusal(self, username: str) -> str:
+        expiry = _rest_expiry(username)
+        if expiry is None:
+            return "not a TURN REST username (<expiry>:<user>)"
+        return f"credential expired {self._clock() - expiry:.0f} s ago"
+
     def __repr__(self) -> str:
         return f"LongTermAuth(realm={self.realm!r}, secret=<SECRET>)"
+
+
+def _rest_expiry(username: str) -> int | None:
+    """The expiry (unix time) of a TURN REST username, or None if it has none."""
+    expiry_text = username.split(":", 1)[0]
+    if not (expiry_text.isascii() and expiry_text.isdigit()) or len(expiry_text) > 20:
+        return None
+    return int(expiry_text)

@@ -38,7 +38,7 @@ from .readiness import ReadinessCollector, ReloadStatus
 from .stats import ListenerSample, ListenerStats
 from .telemetry import StatsSource, build_registry, exposition, listener_sample
 from .turn import Allocation, DeleteReason
-from .turn.limits import Quotas
+from .turn.limits import AmplificationGuard, Quotas
 
 logger = logging.getLogger("stunner.daemon")
 
@@ -90,6 +90,7 @@ class Stunner:
         self.clusters: dict[str, Cluster] = {}
         self.authenticator: Authenticator | None = None
         self.quotas = Quotas()
+        self.guard = AmplificationGuard()  # one budget for every UDP listener of the process
         self._limits = LimitsConfig()
         self.own_addresses: set[str] = set()  # the relay's addresses: peers need explicit naming
         self.health = Health()
@@ -232,6 +233,7 @@ class Stunner:
             limits=self._limits,
             quotas=self.quotas,
             events=OnDeleted(self._check_drained),
+            guard=self.guard,
         )
         try:
             await lis.start()

@@ -23,7 +23,7 @@ from .stun.channel import stream_frame_length
 from .tls import TlsServerProtocol
 from .turn import AllocationObserver, DeleteReason, StreamClient, TurnServer
 from .turn.datapath import AllocationCounter, DatagramIngress, StreamIngress
-from .turn.limits import Quotas
+from .turn.limits import AmplificationGuard, Quotas
 from .udp import DatagramSocket
 
 logger = logging.getLogger("stunner.listener")
@@ -158,6 +158,7 @@ class Listener:
         limits: LimitsConfig | None = None,
         quotas: Quotas | None = None,
         events: AllocationObserver | None = None,
+        guard: AmplificationGuard | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
@@ -176,6 +177,7 @@ class Listener:
             limits=limits,
             quotas=quotas,
             observer=AllocationCounter(stats, then=events),
+            guard=guard,
         )
         self.streams = StreamConnections()
         self._udp: DatagramSocket | None = None
@@ -211,11 +213,12 @@ class Listener:
             factory: Callable[[], asyncio.Protocol] = plain
             if cfg.protocol == "TLS":
                 context = ssl_context(cfg.cert, cfg.key)
+                refusals = self.server.refusals
 
                 def factory() -> asyncio.Protocol:
                     # TLS on the plain transport (stunner.tls), the current limits per connection.
                     timeout = self.server.limits.tls_handshake_timeout
-                    return TlsServerProtocol(context, plain, timeout)
+                    return TlsServerProtocol(context, plain, timeout, refusals.tls_failed)
 
             self._tcp = await loop.create_server(
                 factory,

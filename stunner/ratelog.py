@@ -42,9 +42,21 @@ class RateLimitedLog:
         self._global = [0.0, 0.0]  # window start, lines logged in it
         self.suppressed_total = 0
 
-    def log(self, event: str, source: str, msg: str, *args: object) -> bool:
-        """Log one line if the limits allow; True if it was written."""
-        if not self.logger.isEnabledFor(self.level):
+    def log(
+        self,
+        event: str,
+        source: str,
+        msg: str,
+        *args: object,
+        logger: logging.Logger | None = None,
+        level: int | None = None,
+    ) -> bool:
+        """Log one line if the limits allow; True if it was written. ``logger`` and ``level``
+        override the defaults for this line (one limiter can serve several scopes and levels,
+        and they share its global cap); a line whose level is off costs no state."""
+        logger = logger or self.logger
+        level = self.level if level is None else level
+        if not logger.isEnabledFor(level):
             return False
         now = self.clock()
         key = (event, source)
@@ -68,5 +80,5 @@ class RateLimitedLog:
         if suppressed:
             msg += " (%d similar lines suppressed)"
             args = (*args, suppressed)
-        self.logger.log(self.level, msg, *args)
+        logger.log(level, msg, *args)
         return True

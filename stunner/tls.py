@@ -11,11 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import ssl
 from collections.abc import Callable
 from typing import Any
 
 READ_CHUNK = 65536
+
+HandshakeFailed = Callable[[tuple[str, int], str, int], None]
+"""Told (client address, why, log level) when a handshake fails: the listener logs it."""
+
+
+def _ignore(client: tuple[str, int], why: str, level: int) -> None:
+    pass
 
 
 class TlsTransport(asyncio.Transport):
@@ -53,8 +61,11 @@ class TlsServerProtocol(asyncio.Protocol):
         context: ssl.SSLContext,
         inner_factory: Callable[[], asyncio.Protocol],
         handshake_timeout: float,
+        on_failure: HandshakeFailed = _ignore,
     ) -> None:
         self.context = context
+        self.on_failure = on_failure
+        self.peer = ("", 0)
         self.inner_factory = inner_factory
         self.handshake_timeout = handshake_timeout
         self.transport: asyncio.Transport | None = None
@@ -66,8 +77,21 @@ class TlsServerProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername") or ("", 0)
+        self.peer = (peer[0], peer[1])
         loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(self.handshake_timeout, self.close)
+        self._timer = loop.call_later(self.handshake_timeout, self._timed_out)
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        self._failed(f"no handshake within {self.handshake_timeout:g} s", logging.INFO)
+        self.close()
+
+    def _failed(self, why: str, level: int) -> None:
+        """Report a handshake that will not complete, once per connection."""
+        if self.on_failure is not _ignore:
+            self.on_failure(self.peer, why, level)
+            self.on_failure = _ignore
 
     def data_received(self, data: bytes) -> None:
         self.incoming.write(data)
@@ -100,7 +124,8 @@ class TlsServerProtocol(asyncio.Protocol):
         except ssl.SSLWantReadError:
             self._flush()
             return False
-        except (ssl.SSLError, OSError):
+        except (ssl.SSLError, OSError) as exc:
+            self._failed(getattr(exc, "reason", None) or str(exc), logging.INFO)
             self._flush()
             self.close()
             return False
@@ -141,6 +166,8 @@ class TlsServerProtocol(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self.inner is None:  # a probe or a scanner, most likely: not worth INFO
+            self._failed("closed before the handshake completed", logging.DEBUG)
         inner, self.inner = self.inner, None
         self.transport = None
         if inner is not None:

@@ -3,24 +3,24 @@
 
 A reload must never stall relaying. The file is stat-ed before it is read and refused unread
 over MAX_CONFIG_BYTES (1 MiB, a ConfigMap's limit); the text is parsed and validated, TLS
-material loaded, in a child process (`ParserProcess`) while the event loop keeps relaying; and
-the parser bounds YAML aliases and nesting (stunner.config.parse). Only the apply itself, which
-touches sockets, runs on the loop.
+material loaded, in a short-lived child process (`ParserProcess`) while the event loop keeps
+relaying; and the parser bounds YAML aliases and nesting (stunner.config.parse). Only the
+apply itself, which touches sockets, runs on the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
-import multiprocessing
 import os
+import pickle
+import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING
 
-from .config import MAX_CONFIG_BYTES, ConfigError, StunnerConfig, loads, read_text
+from .config import MAX_CONFIG_BYTES, ConfigError, StunnerConfig, read_text
 
 if TYPE_CHECKING:
     from .daemon import Stunner
@@ -28,36 +28,57 @@ if TYPE_CHECKING:
 logger = logging.getLogger("stunner.daemon")
 
 
-def _parse(text: str, source: str) -> StunnerConfig:
-    return loads(text, source, load_certificates=True)
-
-
 class ParserProcess:
-    """Parses config text in a child process, started on first use and then kept.
+    """Parses config text in a fresh child process per reload (`stunner.config.child`).
 
     A thread would share the GIL and the garbage collector with the event loop: a hostile
     1 MiB file takes seconds of pure-Python YAML parsing, and a collection of its objects
-    holds the GIL for 100+ ms. A child process shares neither, and its memory is its own."""
+    holds the GIL for 100+ ms. A child process shares neither, and its memory is its own.
+    Reloads are rare, so the child lives for one parse only: it is killed after
+    ``timeout`` seconds or when the parse is cancelled, and it dies with stunnerd even on
+    SIGKILL (PR_SET_PDEATHSIG), so no parser ever outlives the daemon. With ``--workers N``
+    each process that applies a reload (the supervisor and every worker) parses it once;
+    between reloads no parser runs."""
 
-    def __init__(self) -> None:
-        self._pool: ProcessPoolExecutor | None = None
+    TIMEOUT = 30.0  # seconds; the size cap and alias bound keep real parses far below
+
+    def __init__(self, timeout: float = TIMEOUT) -> None:
+        self.timeout = timeout
+        self.process: asyncio.subprocess.Process | None = None  # the one parsing now
 
     async def parse(self, text: str, source: str) -> StunnerConfig:
-        if self._pool is None:
-            context = multiprocessing.get_context("spawn")  # no copy of the relay's sockets
-            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=context)
+        self.process = process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "stunner.config.child",
+            source,
+            str(os.getpid()),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )  # close_fds: the child gets none of the relay's sockets
         try:
-            return await asyncio.get_running_loop().run_in_executor(
-                self._pool, _parse, text, source
-            )
-        except BrokenProcessPool:  # the child died (killed, out of memory): a new one next time
+            out, _ = await asyncio.wait_for(process.communicate(text.encode()), self.timeout)
+        except TimeoutError:
+            raise ConfigError(f"{source}: parsing took more than {self.timeout:g} s") from None
+        finally:
             self.close()
-            raise ConfigError(f"{source}: the config parser process died") from None
+            await process.wait()
+            self.process = None
+        try:
+            status, value = pickle.loads(out)
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError):
+            code = process.returncode
+            raise ConfigError(f"{source}: the config parser process died ({code})") from None
+        if status != "ok":
+            raise ConfigError(str(value))
+        assert isinstance(value, StunnerConfig)
+        return value
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        """Kill the parse in progress, if any."""
+        if self.process is not None and self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.kill()
 
 
 def _digest(text: str) -> bytes:
@@ -126,7 +147,7 @@ class ConfigWatcher:
         text, self._pending = self._pending, None
         self._tried_digest = _digest(text)
         try:
-            # In a worker thread: parsing a hostile 1 MiB file takes seconds of CPU.
+            # In a child process: parsing a hostile 1 MiB file takes seconds of CPU.
             config = await self.parser.parse(text, self.path)
         except ConfigError as exc:
             self._reject(f"config rejected, the last good config keeps running: {exc}")
@@ -145,7 +166,7 @@ class ConfigWatcher:
             self._applied_digest = self._tried_digest = _digest(text)
 
     def close(self) -> None:
-        """End the parser process (`run` does it when cancelled)."""
+        """Kill a parse in progress (`run` does it when cancelled)."""
         self.parser.close()
 
     def _reject(self, message: str) -> None:

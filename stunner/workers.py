@@ -23,6 +23,7 @@ from .stats import FIELDS, GAUGES, ListenerSample
 logger = logging.getLogger("stunner.workers")
 
 PUBLISH_INTERVAL = 0.1
+FINAL_FLUSH_TIMEOUT = 1.0  # seconds a stopping worker waits to hand over its last counters
 COUNTER_INDEXES = tuple(i for i, name in enumerate(FIELDS) if name not in GAUGES)
 RESPAWN_DELAY = (0.5, 5.0)
 
@@ -144,15 +145,16 @@ async def publish_stats(
     """Worker side: push counter snapshots to the supervisor until cancelled.
 
     If the supervisor dies (even by SIGKILL) its end of the socketpair closes; the worker sees
-    EOF and stops, so no orphan keeps the listener ports.
+    EOF (or a reset, if it died with our lines unread, or an error on its next write) and
+    stops, so no orphan keeps the listener ports. Any way this ends but a cancel means the
+    supervisor is gone.
     """
     sock = socket.socket(fileno=fd)
     reader, writer = await asyncio.open_unix_connection(sock=sock)
 
     async def watch_supervisor() -> None:
-        await reader.read()  # returns b"" at EOF: the supervisor is gone
-        logger.error("supervisor went away; worker exiting")
-        on_lost()
+        with contextlib.suppress(ConnectionError):
+            await reader.read()  # returns b"" at EOF: the supervisor is gone
 
     watcher = asyncio.get_running_loop().create_task(watch_supervisor())
 
@@ -161,18 +163,22 @@ async def publish_stats(
         writer.write(json.dumps(snapshot, separators=(",", ":")).encode() + b"\n")
 
     try:
-        while True:
+        while not watcher.done():
             send()
             await writer.drain()
-            await asyncio.sleep(PUBLISH_INTERVAL)
+            await asyncio.wait([watcher], timeout=PUBLISH_INTERVAL)
     except asyncio.CancelledError:
-        with contextlib.suppress(ConnectionError):
-            send()  # the final, exact counters
-            await writer.drain()
+        if not watcher.done():  # the supervisor is still there: the final, exact counters
+            with contextlib.suppress(ConnectionError, RuntimeError, TimeoutError):
+                send()
+                # Bounded: a drain on a socket whose peer just died can wait forever, and
+                # the worker would never exit.
+                await asyncio.wait_for(writer.drain(), FINAL_FLUSH_TIMEOUT)
         raise
-    except ConnectionError:
-        logger.error("supervisor went away; worker exiting")
-        on_lost()
+    except (ConnectionError, RuntimeError):  # uvloop: RuntimeError on a closed transport
+        pass
     finally:
         watcher.cancel()
         writer.close()
+    logger.error("supervisor went away; worker exiting")
+    on_lost()

@@ -26,10 +26,11 @@ REASONS = {
 class TurnError(Exception):
     """A request that fails with a TURN error code; turned into an error response."""
 
-    def __init__(self, code: int, reason: str | None = None) -> None:
+    def __init__(self, code: int, reason: str | None = None, detail: str = "") -> None:
         super().__init__(code, reason or REASONS[code])
         self.code = code
         self.reason = reason or REASONS[code]
+        self.detail = detail  # for the log line only (e.g. the refused peer), never sent
 
 
 def error_response(request: Message, code: int, reason: str | None = None) -> Message:

@@ -10,10 +10,20 @@ import hashlib
 import hmac
 import os
 import time
+from typing import NamedTuple
 
 from ..auth import Authenticator
 from ..stun import Message
 from .answers import error_response
+
+
+class Denied(NamedTuple):
+    """A request without valid credentials: the answer to send, and why it failed ("" when
+    nothing failed: the first challenge, or a nonce that simply aged out)."""
+
+    answer: Message
+    failure: str = ""
+    username: str = ""
 
 
 class RequestAuth:
@@ -48,23 +58,26 @@ class RequestAuth:
         response.attributes["NONCE"] = self.make_nonce()
         return response
 
-    def authenticate(self, message: Message, nonce_lifetime: float) -> tuple[str, bytes] | Message:
-        """(username, key) for a request with valid credentials, else the answer to send."""
+    def authenticate(self, message: Message, nonce_lifetime: float) -> tuple[str, bytes] | Denied:
+        """(username, key) for a request with valid credentials, else what to answer."""
         attrs = message.attributes
         if "MESSAGE-INTEGRITY" not in attrs:
             # 1. No credentials yet: challenge with REALM and NONCE.
-            return self.challenge(message, 401)
+            return Denied(self.challenge(message, 401))
         if "USERNAME" not in attrs or "REALM" not in attrs or "NONCE" not in attrs:
             # 2. Integrity without the attributes needed to check it.
-            return error_response(message, 400, "Missing USERNAME, REALM or NONCE")
+            return Denied(error_response(message, 400, "Missing USERNAME, REALM or NONCE"))
         if not self.nonce_valid(attrs["NONCE"], nonce_lifetime):
             # 3. Stale or forged nonce: the client retries with the fresh one.
-            return self.challenge(message, 438)
+            return Denied(self.challenge(message, 438))
         username = attrs["USERNAME"]
         key = self.authenticator.key_for(username)
-        if key is None or attrs["REALM"] != self.authenticator.realm:
-            return self.challenge(message, 401)
+        if key is None:
+            why = self.authenticator.refusal(username)
+            return Denied(self.challenge(message, 401), why, username)
+        if attrs["REALM"] != self.authenticator.realm:
+            return Denied(self.challenge(message, 401), "wrong realm", username)
         if not message.check_integrity(key):
             # 4. Wrong password: same answer as an unknown user.
-            return self.challenge(message, 401)
+            return Denied(self.challenge(message, 401), "wrong password", username)
         return username, key

@@ -24,7 +24,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from ..batchio import HEADROOM, SLOT, DatagramBatch, shared_batch
-from ..stats import ListenerStats
+from ..stats import Drop, ListenerStats
 from ..stun import Address, Class, Message, Method
 from .allocation import Allocation
 from .clients import Client, DatagramClient, StreamClient
@@ -184,6 +184,13 @@ def answer(client: Client, data: bytes, stats: ListenerStats) -> bool:
     stats.tx_packets += 1
     stats.tx_bytes += len(data)
     return True
+
+
+def withhold(request: bytes, stats: ListenerStats) -> None:
+    """The amplification guard kept a request's answer back: the request (already counted as
+    rx) is dropped for that one reason, and nothing is counted as tx."""
+    stats.dropped_packets[Drop.AMPLIFICATION] += 1
+    stats.dropped_bytes[Drop.AMPLIFICATION] += len(request)
 
 
 class RelayReceiver:

@@ -41,38 +41,69 @@ class Quotas:
 
 
 class AmplificationGuard:
-    """Never send a UDP source more unauthenticated bytes than it sent us.
+    """Bounds the unauthenticated bytes a UDP source can be sent, without delaying anyone.
 
-    A spoofed source could otherwise aim our 401 challenges (and Binding answers), which are
-    larger than the smallest requests, at a victim. Each source IP earns credit with the bytes
-    of its unauthenticated requests and spends it on our answers; an answer that does not fit
-    is dropped, and the client's retransmission earns the rest. A real client pays one
-    retransmission (about 0.5 s) on its first request; an attacker gets at most 1:1.
+    A spoofed source could aim our answers (401 challenges, Binding responses), which are
+    larger than the smallest requests, at a victim. The guard lets a source be answered with
+    the bytes it sent (no amplification), plus a free allowance: at most ``source_budget``
+    bytes per ``window`` beyond what it sent, and at most ``global_budget`` such bytes in all
+    sources together per window. So a new source's first answers go out at once (a browser's
+    28-byte Allocate gets its 80-byte 401 on the first try), and within one window:
+
+    - to any one address: answer bytes <= bytes received from it + ``source_budget``;
+    - in all: answer bytes <= bytes received + ``global_budget``.
+
+    Windows are fixed: the table and the global allowance start afresh every ``window``
+    seconds. The table holds at most ``max_sources`` addresses per window; a source that finds
+    it full is not answered until the window ends (its client retransmits). Shared by every
+    listener of a process; control path only.
     """
 
-    WINDOW = 30.0
-    MAX_SOURCES = 100_000
+    WINDOW = 10.0  # seconds
+    SOURCE_BUDGET = 4096  # bytes beyond what the source sent, per source and window
+    GLOBAL_BUDGET = 512 * 1024  # bytes beyond what the sources sent, all sources, per window
+    MAX_SOURCES = 65536  # addresses tracked per window (about 8 MiB at most)
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        window: float = WINDOW,
+        source_budget: int = SOURCE_BUDGET,
+        global_budget: int = GLOBAL_BUDGET,
+        max_sources: int = MAX_SOURCES,
+    ) -> None:
         self.clock = clock
-        self._credit: dict[str, tuple[float, int]] = {}
+        self.window = window
+        self.source_budget = source_budget
+        self.global_budget = global_budget
+        self.max_sources = max_sources
+        # address -> bytes received from it minus bytes answered, in this window
+        self._balance: dict[str, int] = {}
+        self._window_start = -window
+        self._free_left = global_budget
 
-    def earn(self, ip: str, size: int) -> None:
+    def allow(self, ip: str, request_size: int, answer_size: int) -> bool:
+        """True (and the answer is charged) if ``answer_size`` unauthenticated bytes may go
+        to ``ip``, which has just sent a request of ``request_size`` bytes."""
         now = self.clock()
-        since, credit = self._credit.get(ip, (now, 0))
-        if now - since > self.WINDOW:
-            credit = 0
-        if len(self._credit) >= self.MAX_SOURCES and ip not in self._credit:
-            self._credit.clear()  # bounded memory; losing credit only delays clients
-        self._credit[ip] = (now, credit + size)
-
-    def fits(self, ip: str, size: int) -> bool:
-        return size <= self._credit.get(ip, (0.0, 0))[1]
-
-    def spend(self, ip: str, size: int) -> bool:
-        """True (and the credit is spent) if an answer of ``size`` bytes may go to ``ip``."""
-        since, credit = self._credit.get(ip, (0.0, 0))
-        if size > credit:
-            return False
-        self._credit[ip] = (since, credit - size)
+        if now - self._window_start >= self.window:
+            self._window_start = now
+            self._balance.clear()
+            self._free_left = self.global_budget
+        balance = self._balance.get(ip)
+        if balance is None:
+            if len(self._balance) >= self.max_sources:
+                return False  # no room to track it: bounded memory first
+            balance = 0
+        balance += request_size
+        after = balance - answer_size
+        if after < 0:
+            # Beyond what the source sent: the new part of its debt is free allowance.
+            extra = -after - max(0, -balance)
+            if -after > self.source_budget or extra > self._free_left:
+                self._balance[ip] = balance
+                return False
+            self._free_left -= extra
+        self._balance[ip] = after
         return True

@@ -23,11 +23,12 @@ from ..stun import CHANNEL_MAX, CHANNEL_MIN, Address, Class, Message, Method, pa
 from ..udp import DatagramSocket
 from .allocation import Allocation
 from .answers import TurnError, error_response, success_response
-from .auth import RequestAuth
+from .auth import Denied, RequestAuth
 from .clients import Client
-from .datapath import AllocationCounter, RelayReceiver, answer, forward_send
+from .datapath import AllocationCounter, RelayReceiver, answer, forward_send, withhold
 from .events import AllocationObserver, DeleteReason
 from .limits import AmplificationGuard, Quotas
+from .refusals import RefusalLog
 from .relay import RelayPortAllocator
 
 logger = logging.getLogger("stunner.turn")
@@ -67,11 +68,13 @@ class TurnServer:
         limits: LimitsConfig | None = None,
         quotas: Quotas | None = None,
         observer: AllocationObserver | None = None,
+        guard: AmplificationGuard | None = None,
     ) -> None:
         self.name = name
         self.limits = limits or LimitsConfig()
         self.quotas = quotas or Quotas(total=self.limits.allocations_total)
-        self.guard = AmplificationGuard(clock)
+        self.guard = guard or AmplificationGuard(clock)  # the daemon shares one per process
+        self.refusals = RefusalLog(name, clock)
         self._malformed_logged_at = 0.0
         self.stats = stats  # handed to the data path, which counts
         self.observer: AllocationObserver = observer or AllocationCounter(stats)
@@ -99,8 +102,9 @@ class TurnServer:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+        self.refusals.deleted_all(len(self.allocations), reason)  # one line, not one each
         for alloc in list(self.allocations.values()):
-            self.delete_allocation(alloc, reason)
+            self.delete_allocation(alloc, reason, log=False)
 
     def set_relay_ports(self, host: str, min_port: int, max_port: int) -> None:
         self.ports = RelayPortAllocator(host, min_port, max_port)
@@ -114,7 +118,6 @@ class TurnServer:
     def sweep(self, now: float) -> None:
         for alloc in list(self.allocations.values()):
             if alloc.expires_at <= now:
-                logger.info("%s: %r expired", self.name, alloc)
                 self.delete_allocation(alloc, DeleteReason.EXPIRED)
             else:
                 alloc.expire(now)
@@ -133,13 +136,15 @@ class TurnServer:
 
     # allocation table
 
-    def delete_allocation(self, alloc: Allocation, reason: DeleteReason) -> None:
+    def delete_allocation(self, alloc: Allocation, reason: DeleteReason, log: bool = True) -> None:
         if self.allocations.get(alloc.key) is not alloc:
             return
         del self.allocations[alloc.key]
         alloc.close()
         self.quotas.remove(alloc.username)
         self.observer.deleted(alloc, reason)
+        if log:
+            self.refusals.deleted(alloc.client.addr, repr(alloc), reason)
 
     def connection_closed(self, key: Hashable) -> None:
         """A TCP/TLS client went away: its allocation goes with it."""
@@ -158,8 +163,6 @@ class TurnServer:
         except ValueError as exc:
             self._malformed(client, str(exc))  # already counted as rx by the listener
             return
-        if not client.source_verified and message.msg_class == Class.REQUEST:
-            self.guard.earn(client.addr[0], len(data))
         try:
             self._dispatch(message, client)
         except Exception:
@@ -177,6 +180,7 @@ class TurnServer:
         if message.unknown_required:
             unknown = error_response(message, 420)
             unknown.attributes["UNKNOWN-ATTRIBUTES"] = list(message.unknown_required)
+            self.refusals.unauthenticated_error(client.addr, message, 420)
             self._respond(client, message, unknown, None)
             return
         if message.method == Method.BINDING:
@@ -184,11 +188,12 @@ class TurnServer:
             return
         handler = self._handlers.get(message.method)
         if handler is None:
+            self.refusals.unauthenticated_error(client.addr, message, 400)
             self._respond(client, message, error_response(message, 400, "Unknown Method"), None)
             return
         auth = self.auth.authenticate(message, self.limits.nonce_lifetime)
-        if isinstance(auth, Message):
-            self._respond(client, message, auth, None)
+        if isinstance(auth, Denied):
+            self._denied(client, message, auth)
             return
         username, key = auth
         response: Message | bytes | None
@@ -196,12 +201,23 @@ class TurnServer:
             response = handler(self, message, client, username)
         except TurnError as exc:
             response = error_response(message, exc.code, exc.reason)
+            self.refusals.error(client.addr, message, username, exc)
         if isinstance(response, bytes):
             self.send_control(client, response)  # a retransmitted Allocate: its first answer
         elif response is not None:
             data = self._respond(client, message, response, key)
             if message.method == Method.ALLOCATE:
                 self._remember_answer(client, message, data)
+
+    def _denied(self, client: Client, request: Message, denied: Denied) -> None:
+        """Answer a request without valid credentials; log it if credentials failed."""
+        if denied.failure:
+            self.refusals.auth_failed(client.addr, request, denied.username, denied.failure)
+        elif denied.answer.msg_class == Class.ERROR:
+            code = denied.answer.attributes["ERROR-CODE"][0]
+            if code != 401:  # the first challenge is routine: not even noise
+                self.refusals.unauthenticated_error(client.addr, request, code)
+        self._respond(client, request, denied.answer, None)
 
     def _malformed(self, client: Client, reason: str) -> None:
         """Log at debug level, at most once a second: garbage must not flood the logs."""
@@ -219,19 +235,18 @@ class TurnServer:
     def _respond(
         self, client: Client, request: Message, response: Message, key: bytes | None
     ) -> bytes:
-        code = response.attributes.get("ERROR-CODE", (0,))[0]
         # Answers to authenticated requests are signed, errors included (RFC 8489 9.2.4);
         # the challenges (401, 438) and pre-auth errors (400, 420) come with key=None.
         fingerprint = "FINGERPRINT" in request.attributes
         data = response.encode(key, fingerprint)
-        if key is None and not client.source_verified and self.limits.udp_amplification_guard:
-            ip = client.addr[0]
-            if code and not self.guard.fits(ip, len(data)):
-                # The same answer without its reason phrase may fit the credit.
-                response.attributes["ERROR-CODE"] = (code, "")
-                data = response.encode(None, fingerprint)
-            if not self.guard.spend(ip, len(data)):
-                return b""  # dropped: the client's retransmission earns the credit
+        if (
+            key is None
+            and not client.source_verified
+            and self.limits.udp_amplification_guard
+            and not self.guard.allow(client.addr[0], len(request.raw), len(data))
+        ):
+            withhold(request.raw, self.stats)  # over the source's or the global budget
+            return b""
         self.send_control(client, data)
         return data
 
@@ -343,9 +358,10 @@ class TurnServer:
 
     def _admitted_peer(self, peer: Address) -> None:
         if ":" in peer[0]:
-            raise TurnError(443)
+            raise TurnError(443, detail=f"peer {peer[0]}")
         if not self.admits(peer[0]):
-            raise TurnError(403)
+            detail = f"peer {peer[0]}:{peer[1]} is in no cluster this listener routes to"
+            raise TurnError(403, detail=detail)
 
     def handle_create_permission(self, request: Message, client: Client, username: str) -> Message:
         alloc = self._allocation_for(client, username)

@@ -63,3 +63,20 @@ def test_disabled_level_costs_nothing(caplog: pytest.LogCaptureFixture) -> None:
     log = RateLimitedLog(logging.getLogger("stunner.test.ratelog"))
     assert not log.log("auth", "x", "line")
     assert log._keys == {}
+
+
+def test_a_line_may_name_its_own_logger_and_level(caplog: pytest.LogCaptureFixture) -> None:
+    """One limiter serves several scopes and levels; they share its global cap, and a line
+    whose level is off takes no part of it."""
+    caplog.set_level(logging.INFO, logger="stunner.test")
+    log = RateLimitedLog(logging.getLogger("stunner.test.ratelog"), global_burst=2)
+    other = logging.getLogger("stunner.test.other")
+    assert not log.log("noise", "x", "debug line", level=logging.DEBUG)
+    assert log._keys == {}
+    assert log.log("tls", "x", "tls line", logger=other)
+    assert log.log("auth", "x", "auth line")
+    assert not log.log("auth", "y", "over the global cap")
+    assert [(r.name, r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("stunner.test.other", "INFO", "tls line"),
+        ("stunner.test.ratelog", "INFO", "auth line"),
+    ]
