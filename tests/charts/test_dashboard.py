@@ -144,9 +144,9 @@ def _exposition_series() -> list[dict[str, str]]:
     telemetry = pytest.importorskip("stunner.telemetry")
     from prometheus_client.parser import text_string_to_metric_families
 
-    from stunner.stats import FIELDS, ListenerSample
+    from tests.support import numbered_sample
 
-    stats = ListenerSample(*range(1, len(FIELDS) + 1))
+    stats = numbered_sample(1)
     text = telemetry.exposition(telemetry.build_registry(lambda: [("stunner/gw/udp", stats)]))
     series = []
     for family in text_string_to_metric_families(text.decode()):
