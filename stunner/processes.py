@@ -97,11 +97,13 @@ class ProcessTreeCollector:
             "Number of open file descriptors (supervisor and workers).",
             value=sum(u.fds for u in usages),
         )
+        # Each process has its own limit (the workers inherit it): summed like the open fds,
+        # so that open / max stays the share in use.
         soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         yield GaugeMetricFamily(
             "process_max_fds",
-            "Maximum number of open file descriptors of one process (each worker has its own).",
-            value=soft,
+            "Maximum number of open file descriptors (summed over supervisor and workers).",
+            value=soft * len(usages),
         )
         yield GaugeMetricFamily(
             "process_start_time_seconds",
