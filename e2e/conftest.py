@@ -25,6 +25,7 @@ ORDER = (
     "test_traffic",
     "test_uclient",
     "test_waves",
+    "test_refusals",  # before the dashboard: its drop and refusal panels need that traffic
     "test_dashboard",
     "test_denied_peer",
     "test_reload",

@@ -151,10 +151,9 @@ def _exposition_series() -> list[dict[str, str]]:
     telemetry = pytest.importorskip("stunner.telemetry")
     from prometheus_client.parser import text_string_to_metric_families
 
-    from tests.support import numbered_sample
-
     from stunner.capacity import CapacityCollector
     from stunner.readiness import ReadinessCollector, ReloadStatus
+    from tests.support import numbered_sample
 
     stats = numbered_sample(1)
     registry = telemetry.build_registry(lambda: [("stunner/gw/udp", stats)])
