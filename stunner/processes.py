@@ -33,9 +33,10 @@ def os_threads(pid: int | str = "self") -> int:
 class _Usage:
     """What /proc says about one process (zeros if it is gone)."""
 
-    __slots__ = ("cpu", "fds", "rss", "start", "threads", "vms")
+    __slots__ = ("alive", "cpu", "fds", "rss", "start", "threads", "vms")
 
     def __init__(self, pid: int | str) -> None:
+        self.alive = False
         self.cpu = self.start = 0.0
         self.vms = self.rss = self.fds = self.threads = 0
         try:
@@ -50,6 +51,7 @@ class _Usage:
         self.vms = int(fields[20])
         self.rss = int(fields[21]) * _PAGE
         self.threads = os_threads(pid)
+        self.alive = True
 
 
 def _boot_time() -> float:
@@ -103,7 +105,7 @@ class ProcessTreeCollector:
         yield GaugeMetricFamily(
             "process_max_fds",
             "Maximum number of open file descriptors (summed over supervisor and workers).",
-            value=soft * len(usages),
+            value=soft * sum(1 for u in usages if u.alive),
         )
         yield GaugeMetricFamily(
             "process_start_time_seconds",
