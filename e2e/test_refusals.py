@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from typing import TYPE_CHECKING
 
 import pytest
 import requests
@@ -27,6 +28,9 @@ from e2e.checks import Checker, Expect, Recorder
 from e2e.clients import Allocation
 from e2e.netutil import free_port
 from e2e.targets.base import Target
+
+if TYPE_CHECKING:
+    from e2e.targets.local import LocalLab
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
@@ -68,6 +72,15 @@ def _wait_reloaded(url: str, after: float, timeout: float = 15.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"the gateway did not apply the new config in {timeout}s")
         time.sleep(0.1)
+
+
+def _main_gateway(local: Target) -> tuple[LocalLab, gw.Gateway, gw.GatewayConfig]:
+    """The local lab's gateway "a", which a scenario reconfigures, and its running config."""
+    lab = local.lab
+    assert lab is not None
+    original = lab.configs["a"]
+    assert isinstance(original, gw.GatewayConfig)
+    return lab, lab.gateways["a"], original
 
 
 def _code(exc: BaseException) -> str:
@@ -211,10 +224,7 @@ async def test_peer_flood_without_permission(target: Target, recorder: Recorder)
 
 
 async def test_quota_hit(local: Target, recorder: Recorder) -> None:
-    lab = local.lab
-    assert lab is not None
-    gateway, original = lab.gateways["a"], lab.configs["a"]
-    assert isinstance(original, gw.GatewayConfig)
+    lab, gateway, original = _main_gateway(local)
     url = lab.metrics_url("a")
     endpoint = local.listeners["tcp"]
     check = Checker(local.scope, "allocation quota reached", recorder)
@@ -262,10 +272,7 @@ async def test_quota_hit(local: Target, recorder: Recorder) -> None:
 
 
 async def test_listener_port_taken_then_freed(local: Target, recorder: Recorder) -> None:
-    lab = local.lab
-    assert lab is not None
-    gateway, original = lab.gateways["a"], lab.configs["a"]
-    assert isinstance(original, gw.GatewayConfig)
+    lab, gateway, original = _main_gateway(local)
     address = lab.address["a"]
     check = Checker(local.scope, "a listener whose port is taken", recorder)
     squatter = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -273,7 +280,6 @@ async def test_listener_port_taken_then_freed(local: Target, recorder: Recorder)
     port = squatter.getsockname()[1]
     extra = gw.GatewayConfig(**{**original.__dict__, "listeners": list(original.listeners)})
     extra.listeners.append(gw.ListenerSpec(EXTRA, "UDP", port, [original.clusters[0].name]))
-    sel = f'name="{EXTRA}"'
     try:
         written = time.time()
         gateway.write(extra)
@@ -287,7 +293,7 @@ async def test_listener_port_taken_then_freed(local: Target, recorder: Recorder)
         freed = time.time()
         await asyncio.to_thread(
             check.expect_values,
-            {"ready once freed": (f"sum(stunner_listener_ready{check.scope.sel(sel)})",
+            {"ready once freed": (_value(check, "stunner_listener_ready", name=EXTRA),
                                   Expect.exact(1, "the bind retry (every 5 s) succeeds"))},
             after=freed,
             settle=15,
@@ -299,10 +305,7 @@ async def test_listener_port_taken_then_freed(local: Target, recorder: Recorder)
 
 
 async def test_bad_config_reload(local: Target, recorder: Recorder) -> None:
-    lab = local.lab
-    assert lab is not None
-    gateway, original = lab.gateways["a"], lab.configs["a"]
-    assert isinstance(original, gw.GatewayConfig)
+    _, gateway, original = _main_gateway(local)
     check = Checker(local.scope, "a config reload that fails", recorder)
     ok = _value(check, "stunner_config_last_reload_successful")
     try:
