@@ -148,3 +148,23 @@ def _binding_ok() -> int:
     from stunner.stats import response_slot
 
     return response_slot(Method.BINDING, 0)
+
+
+async def test_peer_datagram_too_large_for_a_udp_client_is_oversize(gateway: Gateway) -> None:
+    """65,504 bytes plus the 4-byte ChannelData header exceed the largest UDP payload: the peer
+    datagram is taken (cluster rx) and dropped as oversize, never half-sent."""
+    server = ("127.0.0.1", gateway.ports["UDP"])
+    st = gateway.stats("UDP")
+    client = await TurnClient.connect(server, "UDP")
+    try:
+        await client.send_and_wait(gateway.echo.address, 1, 10)  # binds the channel
+        before = st.sample()
+        gateway.echo.send(b"x" * 65504, client.transport.get_extra_info("sockname"))
+        await wait_for(lambda: st.dropped_packets[Drop.OVERSIZE] == 1)
+        after = st.sample()
+        assert after.dropped_bytes[Drop.OVERSIZE] == 65504
+        assert after.cluster_rx_packets == before.cluster_rx_packets + 1
+        assert after.tx_packets == before.tx_packets
+        assert sum(after.dropped_packets) == 1
+    finally:
+        client.transport.close()
