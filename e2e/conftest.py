@@ -27,6 +27,7 @@ ORDER = (
     "test_uclient",
     "test_waves",
     "test_shapes",
+    "test_refusals",  # before the dashboard: its drop and refusal panels need that traffic
     "test_dashboard",
     "test_denied_peer",
     "test_reload",

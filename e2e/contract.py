@@ -79,6 +79,28 @@ COUNTERS = (
 GAUGES = (LISTENER_CONNECTIONS, CLUSTER_CONNECTIONS, ALLOCATIONS_ACTIVE)
 ALL = COUNTERS + GAUGES
 BY_NAME = {f.name: f for f in ALL}
+# Families beyond upstream's table (issue 14, docs/metrics.md), as exposed sample names: not
+# stray. e2e/test_refusals.py checks their label sets and values.
+EXTENSIONS = frozenset(
+    {
+        "stunner_turn_responses_total",
+        "stunner_dropped_packets_total",
+        "stunner_dropped_bytes_total",
+        "stunner_allocations_deleted_total",
+        "stunner_allocation_duration_seconds_bucket",
+        "stunner_allocation_duration_seconds_count",
+        "stunner_allocation_duration_seconds_sum",
+        "stunner_listener_ready",
+        "stunner_config_last_reload_successful",
+        "stunner_config_last_reload_success_timestamp_seconds",
+        "stunner_draining",
+        "stunner_build_info",
+        "stunner_allocation_quota_per_user",
+        "stunner_allocations_limit",
+        "stunner_listener_allocations_limit",
+        "stunner_listener_relay_ports",
+    }
+)
 
 
 @dataclass(frozen=True, order=True)

@@ -14,10 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from . import constants
 from .auth import Authenticator, LongTermAuth, PlaintextAuth
+from .capacity import CapacityCollector
 from .cluster import Admission, Cluster
 from .config import (
     AuthConfig,
@@ -34,7 +35,7 @@ from .health import Health
 from .httpd import HttpServer, Response
 from .listener import Listener, needs_restart
 from .logs import setup_logging
-from .readiness import ReadinessCollector, ReloadStatus
+from .readiness import ListenerStates, ReadinessCollector, ReloadStatus
 from .stats import ListenerSample, ListenerStats
 from .telemetry import StatsSource, build_registry, exposition, listener_sample
 from .turn import Allocation, DeleteReason
@@ -79,6 +80,9 @@ class Stunner:
         data_plane: bool = True,
         admin: bool = True,
         stats_source: StatsSource | None = None,
+        worker_pids: Callable[[], Iterable[int]] | None = None,
+        worker_states: ListenerStates | None = None,
+        processes: int = 1,
     ) -> None:
         self.config: StunnerConfig | None = None
         self.follow_loglevel = follow_loglevel  # False when -l/-v fixed the levels
@@ -101,9 +105,18 @@ class Stunner:
         self._retry: dict[str, ListenerConfig] = {}
         self._retry_task: asyncio.Task[None] | None = None
         self._reconcile_lock = asyncio.Lock()  # apply and the bind retries take turns
-        self.registry = build_registry(stats_source or self.iter_stats)
-        states = self.listener_states if data_plane else None  # a supervisor runs no listeners
-        self.registry.register(ReadinessCollector(self.reload, states))
+        self.draining = False  # a graceful shutdown has begun (stunner_draining)
+        self.registry = build_registry(stats_source or self.iter_stats, workers=worker_pids)
+        # A supervisor runs no listeners: its workers report whether they serve them.
+        self._states = worker_states or self.listener_states
+        self.registry.register(
+            ReadinessCollector(
+                self.reload,
+                self._states if data_plane or worker_states else None,
+                lambda: self.draining,
+            )
+        )
+        self.registry.register(CapacityCollector(lambda: self.config, processes))
         self.metrics_server: HttpServer | None = None
         self.health_server: HttpServer | None = None
         self._drained = asyncio.Event()
@@ -118,7 +131,8 @@ class Stunner:
         lis = self.listeners.get(name)
         if lis is None:  # not running (failed to start, or between stop and start)
             return listener_sample(stats, (), 0)
-        return listener_sample(stats, lis.server.allocations.values(), len(lis.streams))
+        sample = listener_sample(stats, lis.server.allocations.values(), len(lis.streams))
+        return sample._replace(serving=1)
 
     def allocation_count(self) -> int:
         return sum(len(lis.server.allocations) for lis in self.listeners.values())
@@ -130,7 +144,7 @@ class Stunner:
 
     def not_serving(self) -> list[str]:
         """Why ``/ready`` says 503 although a config runs: one line per listener not serving."""
-        return [f"listener {name}: {why}" for name, why in self.listener_states() if why]
+        return [f"listener {name}: {why}" for name, why in self._states() if why]
 
     # reconcile
 
@@ -320,6 +334,7 @@ class Stunner:
         """Graceful shutdown: not ready, no new allocations, wait for the existing ones
         (until the grace period ends, or ``abort`` is set: SIGINT during a drain)."""
         self.health.ready = False
+        self.draining = True
         self._stop_retrying()
         for lis in self.listeners.values():
             lis.stop_accepting()

@@ -128,7 +128,7 @@ class StreamConnectionProtocol(asyncio.Protocol):
             if total == 0 or total > max_frame:
                 # Not STUN or ChannelData, or too large: the stream cannot be resynchronised.
                 assert self.ingress is not None and self.transport is not None
-                self.ingress.unframeable(size - pos)
+                self.ingress.unframeable(size - pos, oversize=total > max_frame)
                 self.transport.close()
                 return
             if size - pos < total:

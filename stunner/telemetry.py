@@ -13,16 +13,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-import threading
 from collections.abc import Callable, Collection, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from .stats import ListenerSample, ListenerStats
+from .processes import ProcessTreeCollector, os_threads
+from .stats import (
+    DELETE_REASONS,
+    DROP_REASONS,
+    DURATION_BUCKETS,
+    RESPONSE_CODES,
+    RESPONSE_METHODS,
+    ListenerSample,
+    ListenerStats,
+)
 from .turn import Allocation, DatagramClient
 
 StatsSource = Callable[[], Iterable[tuple[str, ListenerSample]]]
@@ -52,6 +65,12 @@ def listener_sample(
         cluster_connections=active,
         cluster_connections_total=stats.cluster_connections_total,
         allocations=active,
+        dropped_packets=tuple(stats.dropped_packets),
+        dropped_bytes=tuple(stats.dropped_bytes),
+        responses=tuple(stats.responses),
+        deleted=tuple(stats.deleted),
+        duration_buckets=tuple(stats.duration_buckets),
+        duration_sum=stats.duration_sum,
     )
 
 
@@ -144,10 +163,74 @@ class StunnerCollector:
                 for listener, stats in listeners:
                     gauge.add_metric((listener,), getattr(stats, field))
                 yield gauge
+        yield from refusal_families(listeners)
+        yield from lifecycle_families(listeners)
+
+
+# Beyond upstream's table (docs/metrics.md, "Refusals, drops, lifecycle"): HELP strings ours.
+RESPONSES = "stunner_turn_responses_total"
+DROPPED_PACKETS = "stunner_dropped_packets_total"
+DROPPED_BYTES = "stunner_dropped_bytes_total"
+DELETED = "stunner_allocations_deleted_total"
+DURATION = "stunner_allocation_duration_seconds"
+_METHOD_CODES = tuple(
+    (method, str(code)) for method in RESPONSE_METHODS for code in RESPONSE_CODES
+)  # in response_slot order
+_BUCKET_BOUNDS = (*(f"{float(b)}" for b in DURATION_BUCKETS), "+Inf")
+
+
+def refusal_families(listeners: list[tuple[str, ListenerSample]]) -> Iterator[Metric]:
+    """Answers by method and code, and drops by reason: every series from the start, at 0
+    (a fixed grid of 6 methods by 14 codes, and 8 reasons, per listener)."""
+    responses = CounterMetricFamily(
+        RESPONSES,
+        "Number of STUN/TURN responses sent to clients, by request method and response code.",
+        labels=("name", "method", "code"),
+    )
+    for listener, stats in listeners:
+        for (method, code), count in zip(_METHOD_CODES, stats.responses, strict=True):
+            responses.add_metric((listener, method, code), count)
+    yield responses
+    for family, help_text, values in (
+        (DROPPED_PACKETS, "Number of datagrams or frames dropped at a listener, by reason.", 0),
+        (DROPPED_BYTES, "Number of bytes dropped at a listener, by reason.", 1),
+    ):
+        dropped = CounterMetricFamily(family, help_text, labels=("name", "reason"))
+        for listener, stats in listeners:
+            counts = stats.dropped_bytes if values else stats.dropped_packets
+            for reason, count in zip(DROP_REASONS, counts, strict=True):
+                dropped.add_metric((listener, reason), count)
+        yield dropped
+
+
+def lifecycle_families(listeners: list[tuple[str, ListenerSample]]) -> Iterator[Metric]:
+    """Allocations ended, by reason, and how long they lived."""
+    deleted = CounterMetricFamily(
+        DELETED, "Number of allocations deleted, by reason.", labels=("name", "reason")
+    )
+    duration = HistogramMetricFamily(
+        DURATION, "Lifetime of ended allocations in seconds.", labels=("name",)
+    )
+    for listener, stats in listeners:
+        for reason, count in zip(DELETE_REASONS, stats.deleted, strict=True):
+            deleted.add_metric((listener, reason), count)
+        cumulative, buckets = 0, []
+        for bound, count in zip(_BUCKET_BOUNDS, stats.duration_buckets, strict=True):
+            cumulative += count
+            buckets.append((bound, cumulative))
+        duration.add_metric((listener,), buckets, stats.duration_sum)
+    yield deleted
+    yield duration
 
 
 class RuntimeCollector:
-    """Python counterparts of the spec's ``go_goroutines``, ``go_threads`` and memstats."""
+    """Python counterparts of the spec's ``go_goroutines``, ``go_threads`` and memstats.
+
+    ``python_threads`` counts OS threads, as ``go_threads`` does; with worker processes the
+    ``ProcessTreeCollector`` exports it summed instead (``threads=False`` here)."""
+
+    def __init__(self, threads: bool = True) -> None:
+        self._threads = threads
 
     def collect(self) -> Iterator[Metric]:
         tasks = 0
@@ -156,9 +239,8 @@ class RuntimeCollector:
         yield GaugeMetricFamily(
             "python_asyncio_tasks", "Number of asyncio tasks that currently exist.", value=tasks
         )
-        yield GaugeMetricFamily(
-            "python_threads", "Number of Python threads.", value=threading.active_count()
-        )
+        if self._threads:
+            yield GaugeMetricFamily("python_threads", "Number of OS threads.", value=os_threads())
         yield GaugeMetricFamily(
             "python_memory_allocated_blocks",
             "Number of memory blocks currently allocated by the Python interpreter.",
@@ -166,15 +248,23 @@ class RuntimeCollector:
         )
 
 
-def build_registry(source: StatsSource, runtime: bool = True) -> CollectorRegistry:
-    """A private registry: connection statistics, plus process and Python runtime metrics."""
+def build_registry(
+    source: StatsSource,
+    runtime: bool = True,
+    workers: Callable[[], Iterable[int]] | None = None,
+) -> CollectorRegistry:
+    """A private registry: connection statistics, plus process and Python runtime metrics
+    (summed over this process and ``workers()``, their pids, when there are workers)."""
     registry = CollectorRegistry(auto_describe=True)
     registry.register(StunnerCollector(source))
     if runtime:
-        ProcessCollector(registry=registry)
+        if workers is None:
+            ProcessCollector(registry=registry)
+        else:
+            registry.register(ProcessTreeCollector(workers))
         PlatformCollector(registry=registry)
         GCCollector(registry=registry)
-        registry.register(RuntimeCollector())
+        registry.register(RuntimeCollector(threads=workers is None))
     return registry
 
 

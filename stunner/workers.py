@@ -17,14 +17,16 @@ import socket
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
-from .stats import FIELDS, GAUGES, ListenerSample
+from .stats import FIELDS, GAUGES, ListenerSample, add_values
 
 logger = logging.getLogger("stunner.workers")
 
 PUBLISH_INTERVAL = 0.1
 FINAL_FLUSH_TIMEOUT = 1.0  # seconds a stopping worker waits to hand over its last counters
 COUNTER_INDEXES = tuple(i for i, name in enumerate(FIELDS) if name not in GAUGES)
+SERVING = FIELDS.index("serving")
 RESPAWN_DELAY = (0.5, 5.0)
 
 
@@ -32,7 +34,7 @@ RESPAWN_DELAY = (0.5, 5.0)
 class Worker:
     index: int
     process: asyncio.subprocess.Process
-    latest: dict[str, list[int]] = field(default_factory=dict)
+    latest: dict[str, list[Any]] = field(default_factory=dict)
     reports: int = 0
 
 
@@ -46,7 +48,7 @@ class WorkerPool:
         self.worker_args = worker_args
         self.listener_names = listener_names
         self.workers: dict[int, Worker] = {}
-        self.base: dict[str, list[int]] = {}
+        self.base: dict[str, list[Any]] = {}
         self.stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -104,9 +106,9 @@ class WorkerPool:
     def _fold(self, worker: Worker) -> None:
         """Keep a dead worker's counters (not its gauges) so sums never go down."""
         for name, values in worker.latest.items():
-            base = self.base.setdefault(name, [0] * len(FIELDS))
+            base = self.base.setdefault(name, list(ListenerSample()))
             for i in COUNTER_INDEXES:
-                base[i] += values[i]
+                base[i] = add_values(base[i], values[i])
         worker.latest = {}
 
     def aggregate(self) -> Iterator[tuple[str, ListenerSample]]:
@@ -114,12 +116,24 @@ class WorkerPool:
         for stale in set(self.base) - set(names):
             del self.base[stale]
         for name in names:
-            totals = list(self.base.get(name, [0] * len(FIELDS)))
+            totals = list(self.base.get(name, ListenerSample()))
             for worker in self.workers.values():
                 values = worker.latest.get(name)
                 if values is not None:
-                    totals = [a + b for a, b in zip(totals, values, strict=True)]
+                    totals = [add_values(a, b) for a, b in zip(totals, values, strict=True)]
             yield name, ListenerSample(*totals)
+
+    def listener_states(self) -> Iterator[tuple[str, str | None]]:
+        """Each listener, and None while every live worker serves it, else how many do not
+        (stunner_listener_ready and /ready under --workers N)."""
+        live = [w for w in self.workers.values() if w.process.returncode is None]
+        for name in self.listener_names():
+            down = sum(1 for w in live if not w.latest.get(name, ListenerSample())[SERVING])
+            yield name, f"not serving in {down} of {len(live)} workers" if down else None
+
+    def pids(self) -> list[int]:
+        """The live workers' process ids, for the summed process metrics."""
+        return [w.process.pid for w in self.workers.values() if w.process.returncode is None]
 
     def signal_all(self, sig: int) -> None:
         for worker in self.workers.values():

@@ -162,3 +162,17 @@ def sign_raw(
         crc = (binascii.crc32(head + body) ^ 0x5354554E) & 0xFFFFFFFF
         body += tlv(0x8028, struct.pack("!I", crc))
     return raw_stun(mtype, transaction_id, body)
+
+
+def numbered_sample(offset: int) -> Any:
+    """A ListenerSample whose every value differs: field i is ``offset + i``, and a sequence
+    field holds ``offset + 1000 * i + k`` at item k."""
+    from stunner.stats import ListenerSample
+
+    values: list[Any] = []
+    for i, default in enumerate(ListenerSample()):
+        if isinstance(default, tuple):
+            values.append(tuple(offset + 1000 * i + k for k in range(len(default))))
+        else:
+            values.append(offset + i)
+    return ListenerSample(*values)

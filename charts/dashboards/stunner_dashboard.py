@@ -152,6 +152,132 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
         ),
     ),
     (
+        "Refusals and errors",
+        (
+            Panel(
+                "Error answers by code",
+                "Rate of stunner_turn_responses_total without successes, by code: 401 is the "
+                "normal first answer to every Allocate; a rise of 401 beyond successful "
+                "Allocates is wrong credentials, 403 a refused peer, 486/508 a full quota.",
+                "reqps",
+                (
+                    (
+                        "sum by (name, code) (rate(stunner_turn_responses_total"
+                        f'{{{LISTENER},code!="200"}}{RATE}))',
+                        "{{name}} {{code}}",
+                    ),
+                ),
+            ),
+            Panel(
+                "Answers by method",
+                "Rate of stunner_turn_responses_total by TURN method and code, successes "
+                "(code 200) included.",
+                "reqps",
+                (
+                    (
+                        _rate_per_listener("stunner_turn_responses_total", by="name, method, code"),
+                        "{{name}} {{method}} {{code}}",
+                    ),
+                ),
+            ),
+            Panel(
+                "Listener readiness",
+                "stunner_listener_ready: 1 while a configured listener serves, 0 when it does "
+                "not (its port is taken, say); the lowest over the pods.",
+                "short",
+                ((f"min by (name) (stunner_listener_ready{{{LISTENER}}})", "{{name}}"),),
+            ),
+            Panel(
+                "Config reloads and draining",
+                "stunner_config_last_reload_successful (1: the last reload applied) and "
+                "stunner_draining (1: a graceful shutdown is waiting for allocations).",
+                "short",
+                (
+                    (
+                        "stunner_config_last_reload_successful",
+                        "{{instance}} last reload ok",
+                    ),
+                    ("stunner_draining", "{{instance}} draining"),
+                ),
+            ),
+        ),
+    ),
+    (
+        "Drops",
+        (
+            Panel(
+                "Dropped packets by reason",
+                "Rate of stunner_dropped_packets_total: datagrams or frames that entered and "
+                "were neither relayed nor answered, by reason (docs/metrics.md).",
+                "pps",
+                (
+                    (
+                        _rate_per_listener("stunner_dropped_packets_total", by="name, reason"),
+                        "{{name}} {{reason}}",
+                    ),
+                ),
+            ),
+            Panel(
+                "Dropped bytes by reason",
+                "Rate of stunner_dropped_bytes_total, by reason.",
+                "Bps",
+                (
+                    (
+                        _rate_per_listener("stunner_dropped_bytes_total", by="name, reason"),
+                        "{{name}} {{reason}}",
+                    ),
+                ),
+            ),
+        ),
+    ),
+    (
+        "Allocation lifetimes",
+        (
+            Panel(
+                "Allocation lifetime quantiles",
+                "How long the allocations that ended lived: median and 90th percentile, from "
+                "the stunner_allocation_duration_seconds histogram.",
+                "s",
+                tuple(
+                    (
+                        f"histogram_quantile({q}, "
+                        + _rate_per_listener(
+                            "stunner_allocation_duration_seconds_bucket", by="name, le"
+                        )
+                        + ")",
+                        f"{{{{name}}}} p{round(q * 100)}",
+                    )
+                    for q in (0.5, 0.9)
+                ),
+            ),
+            Panel(
+                "Allocations ended by reason",
+                "Rate of stunner_allocations_deleted_total: refresh0 (the client hung up), "
+                "expired (it vanished), connection_closed, listener_removed, shutdown.",
+                "ops",
+                (
+                    (
+                        _rate_per_listener("stunner_allocations_deleted_total", by="name, reason"),
+                        "{{name}} {{reason}}",
+                    ),
+                ),
+            ),
+            Panel(
+                "Allocations against their limit",
+                "Active allocations of each pod beside stunner_allocations_limit (0: no "
+                "limit); relay ports per listener are stunner_listener_relay_ports.",
+                "short",
+                (
+                    (
+                        f"sum by (instance) (stunner_allocations_active{{{LISTENER}}})",
+                        "{{instance}} active",
+                    ),
+                    ("stunner_allocations_limit", "{{instance}} limit"),
+                ),
+            ),
+        ),
+    ),
+    (
         "stunnerd processes",
         (
             Panel(

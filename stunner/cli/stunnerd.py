@@ -101,7 +101,12 @@ async def run(args: argparse.Namespace, config: StunnerConfig | None, log_fixed:
 
         pool = WorkerPool(args.workers, worker_args(args), listener_names)
         stunner = Stunner(
-            follow_loglevel=not log_fixed, data_plane=False, stats_source=pool.aggregate
+            follow_loglevel=not log_fixed,
+            data_plane=False,
+            stats_source=pool.aggregate,
+            worker_pids=pool.pids,
+            worker_states=pool.listener_states,
+            processes=args.workers,
         )
         stunner.health.gate = lambda: pool is not None and pool.ready
         stops.on_immediate = lambda: pool.signal_all(signal.SIGINT) if pool else None
@@ -129,6 +134,7 @@ async def run(args: argparse.Namespace, config: StunnerConfig | None, log_fixed:
     for task in tasks:
         task.cancel()
     stunner.health.ready = False
+    stunner.draining = stops.graceful
     if pool is not None:
         await pool.stop(stops.signal)
     elif stops.graceful:

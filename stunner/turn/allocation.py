@@ -24,6 +24,7 @@ class Allocation:
         "channels",
         "client",
         "closed",
+        "created_at",
         "expires_at",
         "key",
         "peer_channels",
@@ -44,6 +45,7 @@ class Allocation:
         self.relay_addr: Address = ("0.0.0.0", 0)
         self.relay: DatagramSocket | None = None
         self.expires_at = 0.0
+        self.created_at = 0.0  # set by the lifecycle counter, for the lifetime histogram
         # peer IP -> expiry; RFC 8656 9: permissions ignore the peer port.
         self.permissions: dict[str, float] = {}
         # channel number <-> peer transport address as bound, with the channel's expiry.

@@ -14,6 +14,7 @@ import socket
 from collections.abc import Callable, Hashable
 
 from ..batchio import DatagramBatch
+from ..stats import Drop
 from ..stun import Address
 
 RunSender = Callable[[list[int], list[int]], tuple[int, int]]
@@ -33,6 +34,7 @@ class DatagramClient:
     __slots__ = ("addr", "key", "sock")
 
     source_verified = False
+    refusal = Drop.SEND_ERROR  # why a frame it does not take is dropped
 
     def __init__(self, sock: socket.socket, addr: Address) -> None:
         self.sock = sock
@@ -68,6 +70,7 @@ class StreamClient:
     __slots__ = ("addr", "transport")
 
     source_verified = True
+    refusal = Drop.WRITE_BUFFER_FULL  # its send refuses only when the write buffer is full
 
     def __init__(self, transport: asyncio.Transport, addr: Address) -> None:
         self.transport = transport

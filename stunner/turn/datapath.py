@@ -19,12 +19,15 @@ allocation beyond the frames themselves.
 
 from __future__ import annotations
 
+import bisect
 import socket
 import struct
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..batchio import HEADROOM, SLOT, DatagramBatch, shared_batch
-from ..stats import Drop, ListenerStats
+from ..stats import DELETE_REASONS, DURATION_BUCKETS, Drop, ListenerStats
 from ..stun import Address, Class, Message, Method
 from .allocation import Allocation
 from .clients import Client, DatagramClient, StreamClient
@@ -34,6 +37,11 @@ if TYPE_CHECKING:
     from .server import TurnServer
 
 _CHANNEL_HEADER = struct.Struct("!HH").unpack_from
+NO_PERMISSION, NO_CHANNEL, MALFORMED = Drop.NO_PERMISSION, Drop.NO_CHANNEL, Drop.MALFORMED
+SEND_ERROR, OVERSIZE = Drop.SEND_ERROR, Drop.OVERSIZE
+# The largest peer datagram that still fits a ChannelData datagram to a UDP client (IPv4).
+MAX_UDP_PAYLOAD = 65507
+MAX_DATAGRAM_RELAYED = MAX_UDP_PAYLOAD - 4
 _HEADER_INTO = struct.Struct("!HH").pack_into
 
 
@@ -68,7 +76,8 @@ class DatagramIngress:
         # included. ChannelData payloads stay in their slots and queue up while they go to
         # the same relay socket and peer; each run leaves with one sendmmsg (a burst from one
         # client is one run). Only STUN is copied out, after the queue has gone, so that a
-        # Send indication cannot overtake ChannelData.
+        # Send indication cannot overtake ChannelData. Drops are counted in locals, by
+        # reason, and added once at the end, like rx and tx.
         batch = self.batch
         sizes, addresses = batch.receive(self.sock)
         if not sizes:
@@ -79,7 +88,9 @@ class DatagramIngress:
         peer: Address | None = None
         starts: list[int] = []
         lengths: list[int] = []
-        tx_packets = tx_bytes = 0
+        tx_packets = tx_bytes = queued = queued_bytes = 0
+        no_channel = no_channel_bytes = no_permission = no_permission_bytes = 0
+        malformed = malformed_bytes = 0
         try:
             for i, (size, addr) in enumerate(zip(sizes, addresses, strict=True)):
                 offset = SLOT * i + HEADROOM
@@ -92,10 +103,22 @@ class DatagramIngress:
                     continue
                 alloc = allocations.get(addr)
                 if alloc is None:
+                    no_channel += 1
+                    no_channel_bytes += size
                     continue
                 channel, length = _CHANNEL_HEADER(memory, offset)
                 to = alloc.routes.get(channel)
-                if to is None or length > size - 4:
+                if to is None:
+                    if channel in alloc.channels:  # bound, but its peer's permission is gone
+                        no_permission += 1
+                        no_permission_bytes += size
+                    else:
+                        no_channel += 1
+                        no_channel_bytes += size
+                    continue
+                if length > size - 4:
+                    malformed += 1
+                    malformed_bytes += size
                     continue
                 sock = alloc.relay.sock  # type: ignore[union-attr]
                 if sock is not relay or to is not peer:
@@ -105,6 +128,8 @@ class DatagramIngress:
                     relay, peer = sock, to
                 starts.append(offset + 4)
                 lengths.append(length)
+                queued += 1
+                queued_bytes += length
             packets, sent = batch.send(relay, peer, starts, lengths)
             tx_packets += packets
             tx_bytes += sent
@@ -114,6 +139,16 @@ class DatagramIngress:
             stats.rx_bytes += sum(sizes)
             stats.cluster_tx_packets += tx_packets
             stats.cluster_tx_bytes += tx_bytes
+            dropped, dropped_bytes = stats.dropped_packets, stats.dropped_bytes
+            dropped[NO_CHANNEL] += no_channel
+            dropped_bytes[NO_CHANNEL] += no_channel_bytes
+            dropped[NO_PERMISSION] += no_permission
+            dropped_bytes[NO_PERMISSION] += no_permission_bytes
+            dropped[MALFORMED] += malformed
+            dropped_bytes[MALFORMED] += malformed_bytes
+            # What was queued for a peer and did not leave: the kernel refused it (payloads).
+            dropped[SEND_ERROR] += queued - tx_packets
+            dropped_bytes[SEND_ERROR] += queued_bytes - tx_bytes
 
 
 class StreamIngress:
@@ -132,65 +167,88 @@ class StreamIngress:
         """A connection was accepted (whether or not the listener then keeps it)."""
         self.stats.connections_total += 1
 
-    def unframeable(self, size: int) -> None:
-        """Bytes that start no STUN or ChannelData frame: one rx packet, then the listener
-        closes the connection."""
-        self.stats.rx_packets += 1
-        self.stats.rx_bytes += size
+    def unframeable(self, size: int, oversize: bool = False) -> None:
+        """Bytes that start no STUN or ChannelData frame (or one longer than
+        max_message_size): one rx packet and one drop, then the listener closes the
+        connection."""
+        stats = self.stats
+        stats.rx_packets += 1
+        stats.rx_bytes += size
+        reason = OVERSIZE if oversize else MALFORMED
+        stats.dropped_packets[reason] += 1
+        stats.dropped_bytes[reason] += size
 
     def frame(self, frame: bytes) -> None:
         # Stream hot path: one call per frame, two dict lookups and one sendto for ChannelData.
+        # A drop is two list-item increments, and only on the way that drops.
         stats = self.stats
+        size = len(frame)
         stats.rx_packets += 1
-        stats.rx_bytes += len(frame)
+        stats.rx_bytes += size
         if frame[0] & 0xC0 != 0x40:
             self.handle_stun(frame, self.client)
             return
         alloc = self.allocations.get(self.client)
-        if alloc is None:
-            return
-        channel, length = _CHANNEL_HEADER(frame)
-        to = alloc.routes.get(channel)
-        if to is None or length > len(frame) - 4:
-            return
+        reason = NO_CHANNEL
+        if alloc is not None:
+            channel, length = _CHANNEL_HEADER(frame)
+            to = alloc.routes.get(channel)
+            if to is not None and length <= size - 4:
+                try:
+                    alloc.relay.sendto(frame[4 : 4 + length], to)  # type: ignore[union-attr]
+                except OSError:
+                    reason = SEND_ERROR  # the kernel refused it (full buffer, unreachable)
+                    size = length  # send errors count the bytes that did not leave
+                else:
+                    stats.cluster_tx_packets += 1
+                    stats.cluster_tx_bytes += length
+                    return
+            elif to is not None:
+                reason = MALFORMED  # the length field lies
+            elif channel in alloc.channels:
+                reason = NO_PERMISSION  # bound, but its peer's permission is gone
+        stats.dropped_packets[reason] += 1
+        stats.dropped_bytes[reason] += size
+
+
+def forward_send(
+    alloc: Allocation | None, peer: Address, payload: bytes, size: int, stats: ListenerStats
+) -> None:
+    """RFC 8656 11.2: relay a Send indication's DATA to a permitted peer, else drop it (the
+    indication of ``size`` bytes counts as dropped, with its reason)."""
+    relay = alloc.relay if alloc is not None else None
+    if relay is None or alloc is None or not alloc.permits(peer[0]):
+        reason = NO_PERMISSION  # no allocation holds a permission for it either
+    else:
         try:
-            alloc.relay.sendto(frame[4 : 4 + length], to)  # type: ignore[union-attr]
+            relay.sendto(payload, peer)
         except OSError:
-            return  # dropped by the kernel (full send buffer, unreachable): not relayed
-        stats.cluster_tx_packets += 1
-        stats.cluster_tx_bytes += length
+            reason, size = SEND_ERROR, len(payload)  # the kernel refused it: not relayed
+        else:
+            stats.cluster_tx_packets += 1
+            stats.cluster_tx_bytes += len(payload)
+            return
+    drop(stats, reason, size)
 
 
-def forward_send(alloc: Allocation, peer: Address, payload: bytes, stats: ListenerStats) -> None:
-    """RFC 8656 11.2: relay a Send indication's DATA to a permitted peer, else drop it."""
-    relay = alloc.relay
-    if relay is None or not alloc.permits(peer[0]):
-        return
-    try:
-        relay.sendto(payload, peer)
-    except OSError:
-        return  # dropped by the kernel: not relayed, not counted
-    stats.cluster_tx_packets += 1
-    stats.cluster_tx_bytes += len(payload)
+def drop(stats: ListenerStats, reason: Drop, size: int) -> None:
+    """Control path: one datagram or frame of ``size`` bytes dropped for ``reason``."""
+    stats.dropped_packets[reason] += 1
+    stats.dropped_bytes[reason] += size
 
 
 # peer -> client
 
 
 def answer(client: Client, data: bytes, stats: ListenerStats) -> bool:
-    """Send one STUN answer to a client; counted as tx if the client's transport took it."""
+    """Send one STUN answer to a client; counted as tx if the client's transport took it, else
+    as a drop of the request it answers (send_error, or a full stream buffer)."""
     if not client.send(data):
+        drop(stats, client.refusal, len(data))
         return False
     stats.tx_packets += 1
     stats.tx_bytes += len(data)
     return True
-
-
-def withhold(request: bytes, stats: ListenerStats) -> None:
-    """The amplification guard kept a request's answer back: the request (already counted as
-    rx) is dropped for that one reason, and nothing is counted as tx."""
-    stats.dropped_packets[Drop.AMPLIFICATION] += 1
-    stats.dropped_bytes[Drop.AMPLIFICATION] += len(request)
 
 
 class RelayReceiver:
@@ -200,7 +258,18 @@ class RelayReceiver:
     per-datagram loop in ``drain`` is local-variable work and C calls.
     """
 
-    __slots__ = ("batch", "client", "peer_routes", "permissions", "send_run", "sock", "stats")
+    __slots__ = (
+        "batch",
+        "client",
+        "largest",
+        "pad",
+        "peer_routes",
+        "permissions",
+        "refusal",
+        "send_run",
+        "sock",
+        "stats",
+    )
 
     def __init__(
         self,
@@ -217,11 +286,17 @@ class RelayReceiver:
         self.client = allocation.client
         # UDP: one sendmmsg through the listener socket; TCP/TLS: one write of the run.
         self.send_run = allocation.client.run_sender(self.batch)
+        self.refusal = allocation.client.refusal  # the drop reason when it refuses a frame
+        # A UDP client takes one ChannelData datagram of at most 65,507 bytes; a stream
+        # frame's 16-bit length fits any UDP payload.
+        datagram = isinstance(allocation.client, DatagramClient)
+        self.largest = MAX_DATAGRAM_RELAYED if datagram else MAX_UDP_PAYLOAD
+        self.pad = 0 if datagram else 3  # RFC 8656 12.5: stream frames are padded to 4
 
     def drain(self) -> None:
         # Hot path: one recvmmsg for the wake-up; per datagram one dict lookup and the
-        # ChannelData header written in front of the payload in its slot; the run goes to
-        # the client in one call. No logging, no tasks, no locks.
+        # ChannelData header written in place in front of the payload in its slot; the run goes
+        # to the client in one call. No logging, no tasks, no locks; drops counted in locals.
         batch = self.batch
         sizes, addresses = batch.receive(self.sock)
         if not sizes:
@@ -229,10 +304,12 @@ class RelayReceiver:
         permissions = self.permissions
         peer_routes = self.peer_routes
         send_run = self.send_run
+        largest, pad = self.largest, self.pad
         memory, view = batch.memory, batch.view
         starts: list[int] = []
         lengths: list[int] = []
-        rx_packets = rx_bytes = tx_packets = tx_bytes = 0
+        rx_packets = rx_bytes = tx_packets = tx_bytes = queued = queued_bytes = 0
+        no_permission = no_permission_bytes = oversize = oversize_bytes = 0
         try:
             for i, (size, addr) in enumerate(zip(sizes, addresses, strict=True)):
                 offset = SLOT * i + HEADROOM
@@ -240,12 +317,20 @@ class RelayReceiver:
                 if channel is not None:
                     rx_packets += 1
                     rx_bytes += size
+                    if size > largest:  # cannot become one ChannelData datagram
+                        oversize += 1
+                        oversize_bytes += size
+                        continue
                     _HEADER_INTO(memory, offset - 4, channel, size)
                     starts.append(offset - 4)
                     lengths.append(4 + size)
+                    queued += 1
+                    queued_bytes += (4 + size + pad) & ~pad  # as it leaves: streams pad
                     continue
                 if addr[0] not in permissions:  # Allocation.permits, inlined
-                    continue  # RFC 8656 11.3: no permission, silently dropped, not counted
+                    no_permission += 1  # RFC 8656 11.3: no permission, silently dropped
+                    no_permission_bytes += size
+                    continue
                 rx_packets += 1
                 rx_bytes += size
                 # Data indication: after the frames before it, in order.
@@ -253,6 +338,8 @@ class RelayReceiver:
                 tx_packets += packets
                 tx_bytes += sent
                 frame = data_indication(addr, bytes(view[offset : offset + size]))
+                queued += 1
+                queued_bytes += len(frame)
                 if self.client.send(frame):
                     tx_packets += 1
                     tx_bytes += len(frame)
@@ -265,22 +352,37 @@ class RelayReceiver:
             stats.cluster_rx_bytes += rx_bytes
             stats.tx_packets += tx_packets
             stats.tx_bytes += tx_bytes
+            dropped, dropped_bytes = stats.dropped_packets, stats.dropped_bytes
+            dropped[NO_PERMISSION] += no_permission
+            dropped_bytes[NO_PERMISSION] += no_permission_bytes
+            dropped[OVERSIZE] += oversize
+            dropped_bytes[OVERSIZE] += oversize_bytes
+            if queued != tx_packets:  # frames the client's transport refused
+                dropped[self.refusal] += queued - tx_packets
+                dropped_bytes[self.refusal] += queued_bytes - tx_bytes
 
 
 # allocation lifecycle
 
 
 class AllocationCounter:
-    """Counts the allocation totals from the core's lifecycle events, then passes each event
-    on to ``then`` (the daemon's drain, say)."""
+    """Counts the allocation totals, deletions by reason and lifetimes from the core's
+    lifecycle events, then passes each event on to ``then`` (the daemon's drain, say)."""
 
-    __slots__ = ("stats", "then")
+    __slots__ = ("clock", "stats", "then")
 
-    def __init__(self, stats: ListenerStats, then: AllocationObserver | None = None) -> None:
+    def __init__(
+        self,
+        stats: ListenerStats,
+        then: AllocationObserver | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.stats = stats
         self.then = then
+        self.clock = clock
 
     def created(self, alloc: Allocation) -> None:
+        alloc.created_at = self.clock()
         self.stats.cluster_connections_total += 1
         if isinstance(alloc.client, DatagramClient):
             self.stats.connections_total += 1  # a UDP client's allocation is its connection
@@ -288,5 +390,13 @@ class AllocationCounter:
             self.then.created(alloc)
 
     def deleted(self, alloc: Allocation, reason: DeleteReason) -> None:
+        stats = self.stats
+        stats.deleted[_DELETE_SLOT[reason]] += 1
+        lived = max(0.0, self.clock() - alloc.created_at)
+        stats.duration_buckets[bisect.bisect_left(DURATION_BUCKETS, lived)] += 1
+        stats.duration_sum += lived
         if self.then is not None:
             self.then.deleted(alloc, reason)
+
+
+_DELETE_SLOT = {reason: DELETE_REASONS.index(reason.value) for reason in DeleteReason}

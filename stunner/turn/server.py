@@ -18,14 +18,14 @@ from collections.abc import Callable, Hashable
 from .. import constants
 from ..auth import Authenticator
 from ..config import LimitsConfig
-from ..stats import ListenerStats
+from ..stats import Drop, ListenerStats, response_slot
 from ..stun import CHANNEL_MAX, CHANNEL_MIN, Address, Class, Message, Method, parse_message
 from ..udp import DatagramSocket
 from .allocation import Allocation
 from .answers import TurnError, error_response, success_response
 from .auth import Denied, RequestAuth
 from .clients import Client
-from .datapath import AllocationCounter, RelayReceiver, answer, forward_send, withhold
+from .datapath import AllocationCounter, RelayReceiver, answer, drop, forward_send
 from .events import AllocationObserver, DeleteReason
 from .limits import AmplificationGuard, Quotas
 from .refusals import RefusalLog
@@ -155,27 +155,32 @@ class TurnServer:
     # STUN entry point (control path)
 
     def handle_stun(self, data: bytes, client: Client) -> None:
+        # Each message that enters is answered (a response counted by code), relayed (a Send
+        # indication) or dropped with one reason: docs/metrics.md, "Accounting".
         if len(data) > self.limits.max_message_size:
+            drop(self.stats, Drop.OVERSIZE, len(data))
             self._malformed(client, "larger than max_message_size")
             return
         try:
             message = parse_message(data)
         except ValueError as exc:
-            self._malformed(client, str(exc))  # already counted as rx by the listener
+            drop(self.stats, Drop.MALFORMED, len(data))  # already counted as rx
+            self._malformed(client, str(exc))
             return
         try:
-            self._dispatch(message, client)
+            self._dispatch(message, client, len(data))
         except Exception:
             logger.exception("%s: error handling %r from %s", self.name, message, client.addr)
             if message.msg_class == Class.REQUEST:
                 self._respond(client, message, error_response(message, 500), None)
 
-    def _dispatch(self, message: Message, client: Client) -> None:
-        if message.msg_class == Class.INDICATION:
-            if message.method == Method.SEND:
-                self.handle_send(message, client)
+    def _dispatch(self, message: Message, client: Client, size: int) -> None:
+        if message.msg_class == Class.INDICATION and message.method == Method.SEND:
+            self.handle_send(message, client, size)
             return
         if message.msg_class != Class.REQUEST:
+            # Nothing a TURN server acts on (another indication, a response): dropped.
+            drop(self.stats, Drop.MALFORMED, size)
             return
         if message.unknown_required:
             unknown = error_response(message, 420)
@@ -203,7 +208,8 @@ class TurnServer:
             response = error_response(message, exc.code, exc.reason)
             self.refusals.error(client.addr, message, username, exc)
         if isinstance(response, bytes):
-            self.send_control(client, response)  # a retransmitted Allocate: its first answer
+            # A retransmitted Allocate: its first answer, a success.
+            self.send_control(client, response, message.method, 0)
         elif response is not None:
             data = self._respond(client, message, response, key)
             if message.method == Method.ALLOCATE:
@@ -235,6 +241,7 @@ class TurnServer:
     def _respond(
         self, client: Client, request: Message, response: Message, key: bytes | None
     ) -> bytes:
+        code = response.attributes.get("ERROR-CODE", (0,))[0]
         # Answers to authenticated requests are signed, errors included (RFC 8489 9.2.4);
         # the challenges (401, 438) and pre-auth errors (400, 420) come with key=None.
         fingerprint = "FINGERPRINT" in request.attributes
@@ -245,13 +252,15 @@ class TurnServer:
             and self.limits.udp_amplification_guard
             and not self.guard.allow(client.addr[0], len(request.raw), len(data))
         ):
-            withhold(request.raw, self.stats)  # over the source's or the global budget
+            drop(self.stats, Drop.AMPLIFICATION, len(request.raw))  # over a budget: not sent
             return b""
-        self.send_control(client, data)
+        self.send_control(client, data, request.method, code)
         return data
 
-    def send_control(self, client: Client, data: bytes) -> None:
-        answer(client, data, self.stats)
+    def send_control(self, client: Client, data: bytes, method: int, code: int) -> None:
+        """Send an answer; count it by method and code (0: success) if it left."""
+        if answer(client, data, self.stats):
+            self.stats.responses[response_slot(method, code)] += 1
 
     # method handlers
 
@@ -411,13 +420,14 @@ class TurnServer:
         alloc.permit(peer[0], now + constants.PERMISSION_LIFETIME)
         return success_response(request)
 
-    def handle_send(self, indication: Message, client: Client) -> None:
+    def handle_send(self, indication: Message, client: Client, size: int) -> None:
         """RFC 8656 11.2: relay DATA to the peer if permitted, else drop silently."""
-        alloc = self.allocations.get(client.key)
         attrs = indication.attributes
-        if alloc is None or "DATA" not in attrs or "XOR-PEER-ADDRESS" not in attrs:
+        if "DATA" not in attrs or "XOR-PEER-ADDRESS" not in attrs:
+            drop(self.stats, Drop.MALFORMED, size)
             return
-        forward_send(alloc, attrs["XOR-PEER-ADDRESS"][0], attrs["DATA"], self.stats)
+        alloc = self.allocations.get(client.key)
+        forward_send(alloc, attrs["XOR-PEER-ADDRESS"][0], attrs["DATA"], size, self.stats)
 
     _handlers: dict[int, Callable[..., Message | bytes | None]] = {
         Method.ALLOCATE: handle_allocate,

@@ -80,9 +80,16 @@ def test_every_metric_has_a_panel(dashboard: dict[str, Any]) -> None:
         assert re.search(rf"\b{metric}\b", text), metric
 
 
+# Families of a stunnerd process, not of a listener: no name label to filter on.
+INSTANCE_METRICS = re.compile(
+    r"stunner_(config_last_reload_\w+|draining|allocations_limit|build_info)\b"
+)
+
+
 def test_stunner_queries_are_per_listener_and_filtered(dashboard: dict[str, Any]) -> None:
     for title, expr in _queries(dashboard):
-        if "stunner_" in expr and "process_" not in expr and "python_" not in expr:
+        per_listener = INSTANCE_METRICS.sub("", expr)
+        if "stunner_" in per_listener and "process_" not in expr and "python_" not in expr:
             assert 'name=~"$listener"' in expr, title
             if "per listener" in title:
                 assert "sum by (name" in expr, title
@@ -144,10 +151,15 @@ def _exposition_series() -> list[dict[str, str]]:
     telemetry = pytest.importorskip("stunner.telemetry")
     from prometheus_client.parser import text_string_to_metric_families
 
-    from stunner.stats import FIELDS, ListenerSample
+    from stunner.capacity import CapacityCollector
+    from stunner.readiness import ReadinessCollector, ReloadStatus
+    from tests.support import numbered_sample
 
-    stats = ListenerSample(*range(1, len(FIELDS) + 1))
-    text = telemetry.exposition(telemetry.build_registry(lambda: [("stunner/gw/udp", stats)]))
+    stats = numbered_sample(1)
+    registry = telemetry.build_registry(lambda: [("stunner/gw/udp", stats)])
+    registry.register(ReadinessCollector(ReloadStatus(), lambda: [("stunner/gw/udp", None)]))
+    registry.register(CapacityCollector(lambda: None))
+    text = telemetry.exposition(registry)
     series = []
     for family in text_string_to_metric_families(text.decode()):
         for sample in family.samples:

@@ -58,7 +58,7 @@ def test_chart_copies_are_identical_to_the_source() -> None:
 def test_promtool_check_rules(promtool: str, path: Path) -> None:
     done = _run(promtool, "check", "rules", str(path), cwd=path.parent)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 11 rules found" in done.stdout
+    assert "SUCCESS: 17 rules found" in done.stdout
 
 
 def test_promtool_unit_tests_pass(promtool: str) -> None:
@@ -75,6 +75,12 @@ def test_alerts_have_severity_summary_and_description() -> None:
         "StunnerListenerConnectionsDropped",
         "StunnerHighOpenFds",
         "StunnerCPUSaturated",
+        "StunnerAuthenticationFailures",
+        "StunnerPeersRefused",
+        "StunnerAllocationQuotaExhausted",
+        "StunnerPacketsDropped",
+        "StunnerListenerNotReady",
+        "StunnerConfigReloadFailed",
     ]
     for alert in alerts:
         assert alert["labels"]["severity"] in ("critical", "warning", "info")

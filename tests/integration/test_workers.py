@@ -58,6 +58,13 @@ async def test_two_workers_sum_exactly_and_survive_a_worker_crash(tmp_path: Path
         await settled("stunner_cluster_bytes_total", 4000, "rx")
         await settled("stunner_allocations_active", 8)
         await settled("stunner_listener_connections_total", 8)
+        before = samples(await scrape_async(metrics))
+        allocated = before[_response_key("allocate", "200")]
+        assert allocated >= 8  # one success per client (aioice may retransmit)
+        assert before[("stunner_listener_ready", (("name", "udp"),))] == 1
+        # Process metrics add up the workers: 8 relay sockets are in no supervisor fd.
+        assert before[("process_open_fds", ())] >= socket_count(daemon.proc.pid) + 8
+        assert before[("python_threads", ())] >= 3
 
         # Kill the worker holding more relay sockets (so at least 4 of the 8 allocations):
         # its counters stay in the sum, its allocations leave the gauges.
@@ -73,6 +80,9 @@ async def test_two_workers_sum_exactly_and_survive_a_worker_crash(tmp_path: Path
         assert await scraped("stunner_cluster_packets_total", "tx") == 80
         assert await scraped("stunner_listener_connections_total") == 8
         assert await scraped("stunner_allocations_active") <= 4
+        after = samples(await scrape_async(metrics))
+        assert after[_response_key("allocate", "200")] == allocated  # counters survive
+        assert after[("process_cpu_seconds_total", ())] >= before[("process_cpu_seconds_total", ())]
         wait_until(lambda: http_status(daemon.url("/ready")) == 200, 15)
     finally:
         for client in clients:
@@ -114,3 +124,8 @@ async def test_workers_drain_on_sigterm(tmp_path: Path) -> None:
         assert all(not Path(f"/proc/{pid}").exists() for pid in workers)
     finally:
         daemon.stop()
+
+
+def _response_key(method: str, code: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    labels = {"name": "udp", "method": method, "code": code}
+    return "stunner_turn_responses_total", tuple(sorted(labels.items()))
