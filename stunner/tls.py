@@ -13,9 +13,17 @@ import asyncio
 import contextlib
 import ssl
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, cast
 
 READ_CHUNK = 65536
+
+
+class SourceGate(Protocol):
+    """Caps connections per source IP (stunner.listener.StreamConnections)."""
+
+    def admit(self, source: str) -> bool: ...
+
+    def release(self, source: str) -> None: ...
 
 
 class TlsTransport(asyncio.Transport):
@@ -32,7 +40,14 @@ class TlsTransport(asyncio.Transport):
         self._tls.close()
 
     def abort(self) -> None:
-        self._tls.close()
+        self._tls.abort()
+
+    def get_write_buffer_size(self) -> int:
+        """Encrypted bytes waiting for the client: the TCP transport's buffer, plus records
+        not yet handed to it (none between calls: every write is flushed at once)."""
+        transport = self._tls.transport
+        pending = self._tls.outgoing.pending
+        return pending if transport is None else pending + transport.get_write_buffer_size()
 
     def is_closing(self) -> bool:
         transport = self._tls.transport
@@ -53,8 +68,11 @@ class TlsServerProtocol(asyncio.Protocol):
         context: ssl.SSLContext,
         inner_factory: Callable[[], asyncio.Protocol],
         handshake_timeout: float,
+        gate: SourceGate | None = None,
     ) -> None:
         self.context = context
+        self.gate = gate
+        self.source: str | None = None  # set while the gate counts this connection
         self.inner_factory = inner_factory
         self.handshake_timeout = handshake_timeout
         self.transport: asyncio.Transport | None = None
@@ -65,7 +83,14 @@ class TlsServerProtocol(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = stream = cast(asyncio.Transport, transport)
+        if self.gate is not None:
+            # Counted from TCP accept: pending handshakes hold a source's share too.
+            source = str((transport.get_extra_info("peername") or ("",))[0])
+            if not self.gate.admit(source):
+                stream.abort()
+                return
+            self.source = source
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(self.handshake_timeout, self.close)
 
@@ -137,12 +162,20 @@ class TlsServerProtocol(asyncio.Protocol):
             self._flush()
         self.transport.close()
 
+    def abort(self) -> None:
+        """Drop the connection now, buffered records included (a client that does not read)."""
+        if self.transport is not None:
+            self.transport.abort()
+
     def connection_lost(self, exc: Exception | None) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         inner, self.inner = self.inner, None
         self.transport = None
+        if self.gate is not None and self.source is not None:
+            self.gate.release(self.source)
+            self.source = None
         if inner is not None:
             inner.connection_lost(exc)
 

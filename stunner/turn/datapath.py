@@ -24,7 +24,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from ..batchio import HEADROOM, SLOT, DatagramBatch, shared_batch
-from ..stats import ListenerStats
+from ..stats import Drop, ListenerStats
 from ..stun import Address, Class, Message, Method
 from .allocation import Allocation
 from .clients import Client, DatagramClient, StreamClient
@@ -161,10 +161,21 @@ class StreamIngress:
         stats.cluster_tx_bytes += length
 
 
-def forward_send(alloc: Allocation, peer: Address, payload: bytes, stats: ListenerStats) -> None:
-    """RFC 8656 11.2: relay a Send indication's DATA to a permitted peer, else drop it."""
+def forward_send(
+    alloc: Allocation,
+    peer: Address,
+    payload: bytes,
+    stats: ListenerStats,
+    own_listener: bool = False,
+) -> None:
+    """RFC 8656 11.2: relay a Send indication's DATA to a permitted peer, else drop it; never
+    to one of stunnerd's own listeners (``own_listener``), whatever the permission."""
     relay = alloc.relay
     if relay is None or not alloc.permits(peer[0]):
+        return
+    if own_listener:
+        stats.dropped_packets[Drop.OWN_LISTENER] += 1
+        stats.dropped_bytes[Drop.OWN_LISTENER] += len(payload)
         return
     try:
         relay.sendto(payload, peer)
@@ -178,8 +189,11 @@ def forward_send(alloc: Allocation, peer: Address, payload: bytes, stats: Listen
 
 
 def answer(client: Client, data: bytes, stats: ListenerStats) -> bool:
-    """Send one STUN answer to a client; counted as tx if the client's transport took it."""
-    if not client.send(data):
+    """Send one STUN answer to a client; counted as tx if the client's transport took it, else
+    as a drop for the client's ``refusal`` reason."""
+    if not client.answer(data):
+        stats.dropped_packets[client.refusal] += 1
+        stats.dropped_bytes[client.refusal] += len(data)
         return False
     stats.tx_packets += 1
     stats.tx_bytes += len(data)
@@ -193,7 +207,16 @@ class RelayReceiver:
     per-datagram loop in ``drain`` is local-variable work and C calls.
     """
 
-    __slots__ = ("batch", "client", "peer_routes", "permissions", "send_run", "sock", "stats")
+    __slots__ = (
+        "batch",
+        "client",
+        "peer_routes",
+        "permissions",
+        "refusal",
+        "send_run",
+        "sock",
+        "stats",
+    )
 
     def __init__(
         self,
@@ -210,11 +233,16 @@ class RelayReceiver:
         self.client = allocation.client
         # UDP: one sendmmsg through the listener socket; TCP/TLS: one write of the run.
         self.send_run = allocation.client.run_sender(self.batch)
+        # What the client's transport refuses is dropped for this reason: a full bounded
+        # write buffer (TCP/TLS), the kernel's refusal (UDP).
+        self.refusal: Drop = allocation.client.refusal
 
     def drain(self) -> None:
         # Hot path: one recvmmsg for the wake-up; per datagram one dict lookup and the
         # ChannelData header written in front of the payload in its slot; the run goes to
-        # the client in one call. No logging, no tasks, no locks.
+        # the client in one call. No logging, no tasks, no locks. A frame the client's
+        # transport refuses (a stream's bounded write buffer is full) is a drop, counted with
+        # the peer datagram's payload bytes: cluster rx = listener tx + dropped, in packets.
         batch = self.batch
         sizes, addresses = batch.receive(self.sock)
         if not sizes:
@@ -226,6 +254,7 @@ class RelayReceiver:
         starts: list[int] = []
         lengths: list[int] = []
         rx_packets = rx_bytes = tx_packets = tx_bytes = 0
+        run_bytes = drop_packets = drop_bytes = 0  # run_bytes: payload bytes of the run
         try:
             for i, (size, addr) in enumerate(zip(sizes, addresses, strict=True)):
                 offset = SLOT * i + HEADROOM
@@ -233,6 +262,7 @@ class RelayReceiver:
                 if channel is not None:
                     rx_packets += 1
                     rx_bytes += size
+                    run_bytes += size
                     _HEADER_INTO(memory, offset - 4, channel, size)
                     starts.append(offset - 4)
                     lengths.append(4 + size)
@@ -242,22 +272,37 @@ class RelayReceiver:
                 rx_packets += 1
                 rx_bytes += size
                 # Data indication: after the frames before it, in order.
+                run = len(starts)
                 packets, sent = send_run(starts, lengths)
                 tx_packets += packets
                 tx_bytes += sent
+                if packets != run:  # refused frames: what the run carried, minus what left
+                    drop_packets += run - packets
+                    drop_bytes += run_bytes - (sent - 4 * packets)
+                run_bytes = 0
                 frame = data_indication(addr, bytes(view[offset : offset + size]))
                 if self.client.send(frame):
                     tx_packets += 1
                     tx_bytes += len(frame)
+                else:
+                    drop_packets += 1
+                    drop_bytes += size
+            run = len(starts)
             packets, sent = send_run(starts, lengths)
             tx_packets += packets
             tx_bytes += sent
+            if packets != run:
+                drop_packets += run - packets
+                drop_bytes += run_bytes - (sent - 4 * packets)
         finally:
             stats = self.stats
             stats.cluster_rx_packets += rx_packets
             stats.cluster_rx_bytes += rx_bytes
             stats.tx_packets += tx_packets
             stats.tx_bytes += tx_bytes
+            if drop_packets:
+                stats.dropped_packets[self.refusal] += drop_packets
+                stats.dropped_bytes[self.refusal] += drop_bytes
 
 
 # allocation lifecycle

@@ -28,6 +28,7 @@ from .clients import Client
 from .datapath import AllocationCounter, RelayReceiver, answer, forward_send
 from .events import AllocationObserver, DeleteReason
 from .limits import AmplificationGuard, Quotas
+from .own import OwnListeners
 from .relay import RelayPortAllocator
 
 logger = logging.getLogger("stunner.turn")
@@ -67,8 +68,11 @@ class TurnServer:
         limits: LimitsConfig | None = None,
         quotas: Quotas | None = None,
         observer: AllocationObserver | None = None,
+        own_listeners: OwnListeners | None = None,
     ) -> None:
         self.name = name
+        # Never a relay destination (shared and kept current by the daemon).
+        self.own_listeners = own_listeners if own_listeners is not None else OwnListeners()
         self.limits = limits or LimitsConfig()
         self.quotas = quotas or Quotas(total=self.limits.allocations_total)
         self.guard = AmplificationGuard(clock)
@@ -120,14 +124,16 @@ class TurnServer:
                 alloc.expire(now)
 
     def revoke_unadmitted(self) -> int:
-        """After a cluster change, drop permissions and channels of peers no longer admitted."""
+        """After a cluster change, drop permissions and channels of peers no longer admitted,
+        and channels bound to what is now an own listener's address."""
         revoked = 0
+        own = self.own_listeners
         for alloc in self.allocations.values():
             for ip in [ip for ip in alloc.permissions if not self.admits(ip)]:
                 alloc.revoke(ip)
                 revoked += 1
             for channel, peer in list(alloc.channels.items()):
-                if not self.admits(peer[0]):
+                if not self.admits(peer[0]) or peer in own:
                     alloc.unbind_channel(channel)
         return revoked
 
@@ -382,6 +388,8 @@ class TurnServer:
         if bound_channel is not None and bound_channel != channel:
             raise TurnError(400, "Peer bound to another channel")
         self._admitted_peer(peer)
+        if peer in self.own_listeners:
+            raise TurnError(403, "Peer Is A Listener Of This Server")
         limit = self.limits.channels_per_allocation
         if bound_peer is None and limit and len(alloc.channels) >= limit:
             raise TurnError(508, "Too Many Channels")
@@ -402,7 +410,8 @@ class TurnServer:
         attrs = indication.attributes
         if alloc is None or "DATA" not in attrs or "XOR-PEER-ADDRESS" not in attrs:
             return
-        forward_send(alloc, attrs["XOR-PEER-ADDRESS"][0], attrs["DATA"], self.stats)
+        peer = attrs["XOR-PEER-ADDRESS"][0]
+        forward_send(alloc, peer, attrs["DATA"], self.stats, peer in self.own_listeners)
 
     _handlers: dict[int, Callable[..., Message | bytes | None]] = {
         Method.ALLOCATE: handle_allocate,
