@@ -11,10 +11,52 @@ import socket
 import ssl
 import struct
 
-from stunner.auth import long_term_key
+from stunner.auth import PlaintextAuth, long_term_key
+from stunner.cluster import Admission
+from stunner.config import LimitsConfig, ListenerConfig
+from stunner.listener import Listener
+from stunner.stats import ListenerStats
 from stunner.stun import Address, Class, Message, Method, parse_message
+from stunner.turn import AllocationObserver
+from stunner.turn.limits import Quotas
+from testkit.ports import free_port
 
 REALM = "stunner.l7mp.io"
+
+
+def listener(
+    protocol: str,
+    relay_port: int,
+    *,
+    cert: bytes = b"",
+    key: bytes = b"",
+    admission: Admission | None = None,
+    limits: LimitsConfig | None = None,
+    quotas: Quotas | None = None,
+    events: AllocationObserver | None = None,
+) -> Listener:
+    """One listener on 127.0.0.1 (not started) with user1/pass1 and a one-port relay range."""
+    admission = admission or Admission({}, ())
+    config = ListenerConfig(
+        name=f"t/{protocol.lower()}",
+        protocol=protocol,  # type: ignore[arg-type]
+        address="127.0.0.1",
+        port=free_port(),
+        min_relay_port=relay_port,
+        max_relay_port=relay_port,
+        cert=cert,
+        key=key,
+        routes=admission.routes,
+    )
+    return Listener(
+        config,
+        ListenerStats(),
+        PlaintextAuth(REALM, "user1", "pass1"),
+        admission,
+        limits=limits or LimitsConfig(),
+        quotas=quotas,
+        events=events,
+    )
 
 
 def frame_length(header: bytes) -> int:

@@ -22,16 +22,16 @@ from pathlib import Path
 
 import pytest
 
-from stunner.auth import PlaintextAuth
 from stunner.cluster import Admission, Cluster
-from stunner.config import ClusterConfig, LimitsConfig, ListenerConfig
+from stunner.config import ClusterConfig, LimitsConfig
 from stunner.listener import Listener, StreamConnectionProtocol
 from stunner.stats import Drop, ListenerStats
 from stunner.stun import Class, Message, Method
 from stunner.turn.clients import ANSWER_HEADROOM
 from testkit.ports import free_port
 from testkit.wait import wait_for
-from tests.streamturn import REALM, StreamTurn
+from tests.streamturn import StreamTurn
+from tests.streamturn import listener as stream_listener
 from tests.support import client_ssl_context, self_signed_cert
 
 BOUND = 65536  # stream_write_buffer in these tests: small, so that the flood is short
@@ -61,24 +61,13 @@ class Served:
 async def served(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Served]:
     protocol = request.param
     cert, key = self_signed_cert(tmp_path) if protocol == "TLS" else (b"", b"")
-    relay_port = free_port()
-    config = ListenerConfig(
-        name=f"t/{protocol.lower()}",
-        protocol=protocol,
-        address="127.0.0.1",
-        port=free_port(),
-        min_relay_port=relay_port,
-        max_relay_port=relay_port,
+    cluster = Cluster(ClusterConfig(name="peers", endpoints=("127.0.0.1",)))
+    listener = stream_listener(
+        protocol,
+        free_port(),
         cert=cert,
         key=key,
-        routes=("peers",),
-    )
-    cluster = Cluster(ClusterConfig(name="peers", endpoints=("127.0.0.1",)))
-    listener = Listener(
-        config,
-        ListenerStats(),
-        PlaintextAuth(REALM, "user1", "pass1"),
-        Admission({"peers": cluster}, config.routes),
+        admission=Admission({"peers": cluster}, ("peers",)),
         limits=LimitsConfig(stream_write_buffer=BOUND),
     )
     await listener.start()

@@ -16,17 +16,17 @@ from pathlib import Path
 
 import pytest
 
-from stunner.auth import PlaintextAuth, long_term_key
-from stunner.cluster import Admission
-from stunner.config import LimitsConfig, ListenerConfig
+from stunner.auth import long_term_key
+from stunner.config import LimitsConfig
 from stunner.listener import Listener
-from stunner.stats import ListenerSample, ListenerStats
+from stunner.stats import ListenerSample
 from stunner.stun import Class, Message, Method, parse_message
 from stunner.telemetry import listener_sample
 from stunner.turn import Allocation, DeleteReason
 from stunner.turn.limits import Quotas
 from testkit.ports import free_port
 from testkit.wait import wait_for
+from tests.streamturn import listener as stream_listener
 from tests.support import client_ssl_context, self_signed_cert
 
 REALM = "stunner.l7mp.io"
@@ -76,27 +76,12 @@ async def test_stream_client_abort_frees_allocation_relay_socket_and_gauges(
     relay_port = free_port()
     cert, key = self_signed_cert(tmp_path) if protocol == "TLS" else (b"", b"")
     tls: ssl.SSLContext | None = client_ssl_context(cert) if cert else None
-    config = ListenerConfig(
-        name=f"t/{protocol.lower()}",
-        protocol=protocol,
-        address="127.0.0.1",
-        port=free_port(),
-        min_relay_port=relay_port,
-        max_relay_port=relay_port,
-        cert=cert,
-        key=key,
-    )
     events = Events()
     quotas = Quotas()
-    listener = Listener(
-        config,
-        ListenerStats(),
-        PlaintextAuth(REALM, "user1", "pass1"),
-        Admission({}, ()),
-        limits=LimitsConfig(),
-        quotas=quotas,
-        events=events,
+    listener = stream_listener(
+        protocol, relay_port, cert=cert, key=key, quotas=quotas, events=events
     )
+    config = listener.config
     await listener.start()
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", config.port, ssl=tls)
@@ -139,25 +124,16 @@ async def test_silent_udp_client_is_freed_when_its_allocation_expires() -> None:
     """No Refresh, no traffic: the sweeper ends the allocation at its lifetime (the server's
     clock is moved past it), and everything it held goes with it."""
     relay_port = free_port()
-    config = ListenerConfig(
-        name="t/udp",
-        protocol="UDP",
-        address="127.0.0.1",
-        port=free_port(),
-        min_relay_port=relay_port,
-        max_relay_port=relay_port,
-    )
     events = Events()
     quotas = Quotas()
-    listener = Listener(
-        config,
-        ListenerStats(),
-        PlaintextAuth(REALM, "user1", "pass1"),
-        Admission({}, ()),
+    listener = stream_listener(
+        "UDP",
+        relay_port,
         limits=LimitsConfig(udp_amplification_guard=False),
         quotas=quotas,
         events=events,
     )
+    config = listener.config
     now = [1000.0]
     listener.server.clock = lambda: now[0]
     await listener.start()

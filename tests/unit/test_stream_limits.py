@@ -8,16 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from stunner.auth import PlaintextAuth
-from stunner.cluster import Admission
-from stunner.config import LimitsConfig, ListenerConfig
-from stunner.listener import Listener
-from stunner.stats import ListenerStats
+from stunner.config import LimitsConfig
 from stunner.turn.relay import RelayPortAllocator
 from stunner.udp import SOCKET_BUFFER
 from testkit.ports import free_port
 from testkit.wait import settle
-from tests.streamturn import REALM, StreamTurn
+from tests.streamturn import StreamTurn
+from tests.streamturn import listener as stream_listener
 from tests.support import client_ssl_context, self_signed_cert
 
 CAP = 3
@@ -38,18 +35,15 @@ async def test_a_source_is_capped_pending_tls_handshakes_included(
     protocol: str, tmp_path: Path
 ) -> None:
     cert, key = self_signed_cert(tmp_path) if protocol == "TLS" else (b"", b"")
-    config = ListenerConfig(
-        name="t/cap", protocol=protocol, address="127.0.0.1", port=free_port(), cert=cert, key=key
-    )
-    listener = Listener(
-        config,
-        ListenerStats(),
-        PlaintextAuth(REALM, "user1", "pass1"),
-        Admission({}, ()),
+    listener = stream_listener(
+        protocol,
+        free_port(),
+        cert=cert,
+        key=key,
         limits=LimitsConfig(tcp_connections_per_source=CAP),
     )
     await listener.start()
-    address = ("127.0.0.1", config.port)
+    address = ("127.0.0.1", listener.config.port)
     held: list[socket.socket] = []
     try:
         # CAP connections that never speak (TLS: the handshake never starts), then two more.
@@ -98,8 +92,7 @@ async def test_relay_sockets_get_the_listener_socket_buffers() -> None:
     port = free_port()
     relay = RelayPortAllocator("127.0.0.1", port, port).bind()
     assert relay is not None
-    config = ListenerConfig(name="t/udp", protocol="UDP", address="127.0.0.1", port=free_port())
-    listener = Listener(config, ListenerStats(), PlaintextAuth(REALM, "u", "p"), Admission({}, ()))
+    listener = stream_listener("UDP", free_port())
     await listener.start()
     try:
         assert listener._udp is not None
