@@ -30,6 +30,7 @@ from .turn.own import OwnListeners
 from .udp import DatagramSocket, set_buffers
 
 logger = logging.getLogger("stunner.listener")
+CLOSE_GRACE = 5.0  # seconds a stopped listener's connections get to flush before a reset
 _refusals = RateLimitedLog(logger)  # connections closed at the cap, or for not reading
 
 
@@ -85,12 +86,15 @@ class StreamConnections:
         self.open.discard(connection)
 
     def close_all(self) -> None:
-        """Close every open connection (the listener stops): what fits is flushed, then a FIN,
-        after a TLS close_notify. Their allocations are already gone with the server."""
+        """Close every open connection (the listener stops): what is buffered is flushed, then
+        a FIN, after a TLS close_notify; a client that has not read it all within
+        CLOSE_GRACE seconds is reset. Their allocations are already gone with the server."""
         self.closed = True
-        for connection in list(self.open):
-            if connection.transport is not None:
-                connection.transport.close()
+        closing = [c.transport for c in self.open if c.transport is not None]
+        for transport in closing:
+            transport.close()
+        if closing:
+            asyncio.get_running_loop().call_later(CLOSE_GRACE, _abort_all, closing)
 
 
 class StreamConnectionProtocol(asyncio.Protocol):
@@ -209,6 +213,12 @@ class StreamConnectionProtocol(asyncio.Protocol):
             self.last_frame = asyncio.get_running_loop().time()
         if pos < size:
             self.buffer += data[pos:]
+
+
+def _abort_all(transports: list[asyncio.Transport]) -> None:
+    """Reset what a close could not end (no-op on a connection that has closed)."""
+    for transport in transports:
+        transport.abort()
 
 
 def _not_connected(frame: bytes) -> None:
