@@ -79,6 +79,9 @@ class Sink:
     def is_closing(self) -> bool:
         return False
 
+    def get_write_buffer_size(self) -> int:
+        return 0  # a client that reads at once: the stream bound never bites here
+
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return ("192.0.2.20", 5000) if name == "peername" else default
 

@@ -38,3 +38,8 @@ MAX_ALLOCATION_LIFETIME: Final = 3600
 PERMISSION_LIFETIME: Final = 300
 CHANNEL_LIFETIME: Final = 600
 DEFAULT_GRACE_PERIOD: Final = 3600
+
+# Bound of one TCP/TLS connection's write buffer (admin.limits.stream_write_buffer): 0.8 s of
+# a 2.5 Mbit/s video stream, past which queued media is too late to play anyway; 128 stalled
+# connections from one source (the per-source cap) hold at most 32 MiB.
+DEFAULT_STREAM_WRITE_BUFFER: Final = 256 * 1024

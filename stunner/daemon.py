@@ -40,6 +40,7 @@ from .stats import ListenerSample, ListenerStats
 from .telemetry import StatsSource, build_registry, exposition, listener_sample
 from .turn import Allocation, DeleteReason
 from .turn.limits import AmplificationGuard, Quotas
+from .turn.own import OwnListeners
 
 logger = logging.getLogger("stunner.daemon")
 
@@ -97,6 +98,7 @@ class Stunner:
         self.guard = AmplificationGuard()  # one budget for every UDP listener of the process
         self._limits = LimitsConfig()
         self.own_addresses: set[str] = set()  # the relay's addresses: peers need explicit naming
+        self.own_listeners = OwnListeners()  # bound listener addresses: never relayed to
         self.health = Health()
         self.health.problems = self.not_serving
         self.reload = ReloadStatus()
@@ -220,9 +222,17 @@ class Stunner:
             self.own_addresses.clear()
             self.own_addresses.update(own)
             clusters_changed = True
+        if self._update_own_listeners():
+            clusters_changed = True
         if clusters_changed:
             for lis in self.listeners.values():
                 lis.server.revoke_unadmitted()
+
+    def _update_own_listeners(self) -> bool:
+        """The listeners bound now (a bind retry adds one); True if the set changed."""
+        return self.own_listeners.update(
+            (lis.config.address, lis.config.port) for lis in self.listeners.values()
+        )
 
     def _admission(self, cfg: ListenerConfig) -> Admission:
         return Admission(self.clusters, cfg.routes, self.own_addresses)
@@ -248,6 +258,7 @@ class Stunner:
             quotas=self.quotas,
             events=OnDeleted(self._check_drained),
             guard=self.guard,
+            own_listeners=self.own_listeners,
         )
         try:
             await lis.start()
@@ -255,6 +266,9 @@ class Stunner:
             self._not_started(cfg, exc)
             return
         self.listeners[cfg.name] = lis
+        if self._update_own_listeners():  # a retried bind between reloads
+            for running in self.listeners.values():
+                running.server.revoke_unadmitted()
         self._retry.pop(cfg.name, None)
         if self.listener_errors.pop(cfg.name, None) is not None:
             logger.info("listener %s serving now", cfg.name)

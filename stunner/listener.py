@@ -13,47 +13,88 @@ import asyncio
 import logging
 import socket
 from collections.abc import Callable
+from typing import cast
 
 from .auth import Authenticator
 from .cluster import Admission
 from .config import LimitsConfig, ListenerConfig
 from .config.certs import server_context as ssl_context
+from .ratelog import RateLimitedLog
 from .stats import ListenerStats
 from .stun.channel import stream_frame_length
 from .tls import TlsServerProtocol
 from .turn import AllocationObserver, DeleteReason, StreamClient, TurnServer
 from .turn.datapath import AllocationCounter, DatagramIngress, StreamIngress
 from .turn.limits import AmplificationGuard, Quotas
-from .udp import DatagramSocket
+from .turn.own import OwnListeners
+from .udp import DatagramSocket, set_buffers
 
 logger = logging.getLogger("stunner.listener")
-
-LISTENER_SOCKET_BUFFER = 4 * 1024 * 1024
+CLOSE_GRACE = 5.0  # seconds a stopped listener's connections get to flush before a reset
+_refusals = RateLimitedLog(logger)  # connections closed at the cap, or for not reading
 
 
 class StreamConnections:
-    """The open TCP/TLS connections of one listener, and how many each source IP holds."""
+    """The open TCP/TLS connections of one listener, and how many each source IP holds.
 
-    def __init__(self) -> None:
+    A source is capped at ``cap()`` connections (``limits.tcp_connections_per_source``; 0: no
+    cap), TLS connections still in their handshake included: ``admit`` runs at TCP accept for
+    both protocols, ``add`` once a connection carries frames (the gauge counts those).
+    """
+
+    def __init__(self, cap: Callable[[], int] = lambda: 0) -> None:
         self.open: set[StreamConnectionProtocol] = set()
         self.per_source: dict[str, int] = {}
+        self.cap = cap
+        self.closed = False  # the listener stopped: late arrivals (a TLS handshake) close
 
     def __len__(self) -> int:
         return len(self.open)
 
-    def add(self, connection: StreamConnectionProtocol, source: str, cap: int) -> bool:
-        """Register a new connection; False if its source is over ``cap`` (0: no cap)."""
-        self.open.add(connection)
-        held = self.per_source[source] = self.per_source.get(source, 0) + 1
-        return not cap or held <= cap
+    def admit(self, source: str) -> bool:
+        """Count one more accepted connection for ``source``; False (and not counted) if the
+        source already holds its cap. The caller closes a refused connection."""
+        if self.closed:
+            return False
+        held = self.per_source.get(source, 0)
+        cap = self.cap()
+        if cap and held >= cap:
+            _refusals.log(
+                "connection_cap",
+                source,
+                "closing a TCP/TLS connection from %s: it holds %d, the cap "
+                "(tcp_connections_per_source)",
+                source,
+                held,
+            )
+            return False
+        self.per_source[source] = held + 1
+        return True
 
-    def remove(self, connection: StreamConnectionProtocol, source: str) -> None:
-        self.open.discard(connection)
+    def release(self, source: str) -> None:
+        """An admitted connection closed."""
         left = self.per_source.get(source, 1) - 1
         if left > 0:
             self.per_source[source] = left
         else:
             self.per_source.pop(source, None)
+
+    def add(self, connection: StreamConnectionProtocol) -> None:
+        self.open.add(connection)
+
+    def remove(self, connection: StreamConnectionProtocol) -> None:
+        self.open.discard(connection)
+
+    def close_all(self) -> None:
+        """Close every open connection (the listener stops): what is buffered is flushed, then
+        a FIN, after a TLS close_notify; a client that has not read it all within
+        CLOSE_GRACE seconds is reset. Their allocations are already gone with the server."""
+        self.closed = True
+        closing = [c.transport for c in self.open if c.transport is not None]
+        for transport in closing:
+            transport.close()
+        if closing:
+            asyncio.get_running_loop().call_later(CLOSE_GRACE, _abort_all, closing)
 
 
 class StreamConnectionProtocol(asyncio.Protocol):
@@ -64,9 +105,18 @@ class StreamConnectionProtocol(asyncio.Protocol):
     maximum frame size.
     """
 
-    def __init__(self, server: TurnServer, connections: StreamConnections | None = None) -> None:
+    def __init__(
+        self,
+        server: TurnServer,
+        connections: StreamConnections | None = None,
+        admitted: bool = False,
+    ) -> None:
         self.server = server
         self.connections = connections if connections is not None else StreamConnections()
+        # A TLS connection was admitted (counted per source) at TCP accept, by its outer
+        # TlsServerProtocol, which also releases it.
+        self.admitted = admitted
+        self.counted = False
         self.buffer = bytearray()
         self.client: StreamClient | None = None
         self.ingress: StreamIngress | None = None
@@ -77,17 +127,28 @@ class StreamConnectionProtocol(asyncio.Protocol):
         self._idle_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = stream = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername") or ("0.0.0.0", 0)
-        self.client = StreamClient(self.transport, (peer[0], peer[1]))  # type: ignore[arg-type]
+        limits = self.server.limits
+        self.client = StreamClient(
+            stream,
+            (peer[0], peer[1]),
+            limits.stream_write_buffer,
+            self._stalled,
+        )
         self.ingress = StreamIngress(self.server, self.client)
         self.frame_received = self.ingress.frame
         self.ingress.opened()
         self.source = peer[0]
-        limits = self.server.limits
-        if not self.connections.add(self, self.source, limits.tcp_connections_per_source):
+        if not self.admitted:
+            if not self.connections.admit(self.source):
+                stream.abort()
+                return
+            self.counted = True
+        elif self.connections.closed:  # a TLS handshake that ended after the listener stopped
             transport.close()
             return
+        self.connections.add(self)
         loop = asyncio.get_running_loop()
         self.last_frame = loop.time()
         if limits.tcp_idle_timeout:
@@ -105,10 +166,23 @@ class StreamConnectionProtocol(asyncio.Protocol):
             max(timeout - idle, 1.0) if timeout else 60.0, self._check_idle
         )
 
+    def _stalled(self) -> None:
+        """The client let its write buffer fill with STUN answers: it does not read."""
+        _refusals.log(
+            "stream_stalled",
+            self.source,
+            "closing a TCP/TLS connection from %s: it does not read its answers "
+            "(write buffer past stream_write_buffer)",
+            self.source,
+        )
+
     def connection_lost(self, exc: Exception | None) -> None:
         if self._idle_timer is not None:
             self._idle_timer.cancel()
-        self.connections.remove(self, self.source)
+        self.connections.remove(self)
+        if self.counted:
+            self.counted = False
+            self.connections.release(self.source)
         if self.client is not None:
             self.server.connection_closed(self.client)
 
@@ -141,6 +215,12 @@ class StreamConnectionProtocol(asyncio.Protocol):
             self.buffer += data[pos:]
 
 
+def _abort_all(transports: list[asyncio.Transport]) -> None:
+    """Reset what a close could not end (no-op on a connection that has closed)."""
+    for transport in transports:
+        transport.abort()
+
+
 def _not_connected(frame: bytes) -> None:
     raise RuntimeError("data before connection_made")
 
@@ -159,6 +239,7 @@ class Listener:
         quotas: Quotas | None = None,
         events: AllocationObserver | None = None,
         guard: AmplificationGuard | None = None,
+        own_listeners: OwnListeners | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
@@ -178,8 +259,9 @@ class Listener:
             quotas=quotas,
             observer=AllocationCounter(stats, then=events),
             guard=guard,
+            own_listeners=own_listeners,
         )
-        self.streams = StreamConnections()
+        self.streams = StreamConnections(lambda: self.server.limits.tcp_connections_per_source)
         self._udp: DatagramSocket | None = None
         self._tcp: asyncio.Server | None = None
 
@@ -195,10 +277,8 @@ class Listener:
             # silently. Workers share the port on purpose, with SO_REUSEPORT.
             if self.reuse_port:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            # One socket carries every client's traffic: absorb bursts as coturn does (the
-            # kernel caps these at net.core.[rw]mem_max).
-            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-                sock.setsockopt(socket.SOL_SOCKET, option, LISTENER_SOCKET_BUFFER)
+            # One socket carries every client's traffic: absorb bursts as coturn does.
+            set_buffers(sock)
             try:
                 sock.bind((cfg.address, cfg.port))
             except OSError:
@@ -210,15 +290,21 @@ class Listener:
             def plain() -> asyncio.Protocol:
                 return StreamConnectionProtocol(self.server, self.streams)
 
+            def inner() -> asyncio.Protocol:
+                return StreamConnectionProtocol(self.server, self.streams, admitted=True)
+
             factory: Callable[[], asyncio.Protocol] = plain
             if cfg.protocol == "TLS":
                 context = ssl_context(cfg.cert, cfg.key)
                 refusals = self.server.refusals
 
                 def factory() -> asyncio.Protocol:
-                    # TLS on the plain transport (stunner.tls), the current limits per connection.
+                    # TLS on the plain transport (stunner.tls), the current limits per connection;
+                    # the per-source cap counts pending handshakes too.
                     timeout = self.server.limits.tls_handshake_timeout
-                    return TlsServerProtocol(context, plain, timeout, refusals.tls_failed)
+                    return TlsServerProtocol(
+                        context, inner, timeout, refusals.tls_failed, self.streams
+                    )
 
             self._tcp = await loop.create_server(
                 factory,
@@ -245,6 +331,8 @@ class Listener:
         self.server.accepting = False
 
     async def stop(self, reason: DeleteReason = DeleteReason.LISTENER_REMOVED) -> None:
+        """Delete the allocations, close the sockets and every accepted TCP/TLS connection
+        (a restart too: the client sees its connection end and reconnects)."""
         self.server.close(reason)
         if self._udp is not None:
             self._udp.close()  # at once: a restart on the same port can bind
@@ -252,6 +340,7 @@ class Listener:
         if self._tcp is not None:
             self._tcp.close()
             self._tcp = None
+        self.streams.close_all()
 
     def update_in_place(self, config: ListenerConfig, admission: Admission) -> None:
         """Apply changes that keep the sockets: routes and relay port range."""

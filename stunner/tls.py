@@ -14,7 +14,7 @@ import contextlib
 import logging
 import ssl
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, cast
 
 READ_CHUNK = 65536
 
@@ -24,6 +24,14 @@ HandshakeFailed = Callable[[tuple[str, int], str, int], None]
 
 def _ignore(client: tuple[str, int], why: str, level: int) -> None:
     pass
+
+
+class SourceGate(Protocol):
+    """Caps connections per source IP (stunner.listener.StreamConnections)."""
+
+    def admit(self, source: str) -> bool: ...
+
+    def release(self, source: str) -> None: ...
 
 
 class TlsTransport(asyncio.Transport):
@@ -40,7 +48,14 @@ class TlsTransport(asyncio.Transport):
         self._tls.close()
 
     def abort(self) -> None:
-        self._tls.close()
+        self._tls.abort()
+
+    def get_write_buffer_size(self) -> int:
+        """Encrypted bytes waiting for the client: the TCP transport's buffer, plus records
+        not yet handed to it (none between calls: every write is flushed at once)."""
+        transport = self._tls.transport
+        pending = self._tls.outgoing.pending
+        return pending if transport is None else pending + transport.get_write_buffer_size()
 
     def is_closing(self) -> bool:
         transport = self._tls.transport
@@ -62,10 +77,13 @@ class TlsServerProtocol(asyncio.Protocol):
         inner_factory: Callable[[], asyncio.Protocol],
         handshake_timeout: float,
         on_failure: HandshakeFailed = _ignore,
+        gate: SourceGate | None = None,
     ) -> None:
         self.context = context
         self.on_failure = on_failure
         self.peer = ("", 0)
+        self.gate = gate
+        self.source: str | None = None  # set while the gate counts this connection
         self.inner_factory = inner_factory
         self.handshake_timeout = handshake_timeout
         self.transport: asyncio.Transport | None = None
@@ -76,9 +94,16 @@ class TlsServerProtocol(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = stream = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername") or ("", 0)
         self.peer = (peer[0], peer[1])
+        if self.gate is not None:
+            # Counted from TCP accept: pending handshakes hold a source's share too.
+            source = str(peer[0])
+            if not self.gate.admit(source):
+                stream.abort()
+                return
+            self.source = source
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(self.handshake_timeout, self._timed_out)
 
@@ -162,6 +187,11 @@ class TlsServerProtocol(asyncio.Protocol):
             self._flush()
         self.transport.close()
 
+    def abort(self) -> None:
+        """Drop the connection now, buffered records included (a client that does not read)."""
+        if self.transport is not None:
+            self.transport.abort()
+
     def connection_lost(self, exc: Exception | None) -> None:
         if self._timer is not None:
             self._timer.cancel()
@@ -170,6 +200,9 @@ class TlsServerProtocol(asyncio.Protocol):
             self._failed("closed before the handshake completed", logging.DEBUG)
         inner, self.inner = self.inner, None
         self.transport = None
+        if self.gate is not None and self.source is not None:
+            self.gate.release(self.source)
+            self.source = None
         if inner is not None:
             inner.connection_lost(exc)
 

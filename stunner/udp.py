@@ -20,6 +20,18 @@ from collections.abc import Callable
 
 from .stun import Address
 
+SOCKET_BUFFER = 4 * 1024 * 1024
+"""Receive and send buffer of every UDP socket that carries relayed traffic: listener sockets
+and relay sockets alike. A relay socket takes a whole TCP/TLS listener's burst for one client
+(the kernel's 208 KiB default overflowed at 2 MB in one burst); the kernel doubles the value
+and caps it at net.core.[rw]mem_max."""
+
+
+def set_buffers(sock: socket.socket, size: int = SOCKET_BUFFER) -> None:
+    """Ask for ``size`` bytes of receive and send buffer (as coturn does for its sockets)."""
+    for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        sock.setsockopt(socket.SOL_SOCKET, option, size)
+
 
 class DatagramSocket:
     """A non-blocking UDP socket registered with the running loop until ``close()``.

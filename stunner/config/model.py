@@ -44,6 +44,7 @@ class LimitsConfig:
     tcp_idle_timeout: int = 60
     tls_handshake_timeout: int = 10
     max_message_size: int = 8192
+    stream_write_buffer: int = c.DEFAULT_STREAM_WRITE_BUFFER  # bytes queued for one TCP/TLS client
     udp_amplification_guard: bool = True
     max_allocation_lifetime: int = c.MAX_ALLOCATION_LIFETIME  # seconds; like coturn's option
 

@@ -84,6 +84,7 @@ LIMIT_RANGES: Mapping[str, tuple[int, int]] = {
     "tcp_idle_timeout": (0, 86400),
     "tls_handshake_timeout": (1, 600),
     "max_message_size": (548, 65539),
+    "stream_write_buffer": (16384, 67_108_864),
 }
 LIMIT_FIELDS = (*LIMIT_RANGES, "udp_amplification_guard")  # every LimitsConfig field
 _AUTH_KEYS = ("type", "realm", "credentials")

@@ -2,8 +2,16 @@
 
 A client is what the server answers and what an allocation relays back to. ``send`` returns
 whether the frame was accepted: a datagram client's frame has left (the kernel took it), a
-stream client's frame is in the connection's write buffer. Only an accepted frame is counted
-as ``tx``, by the caller (stunner.turn.datapath).
+stream client's frame is in the connection's bounded write buffer. Only an accepted frame is
+counted as ``tx``, by the caller (stunner.turn.datapath); a refused one is a drop, for the
+reason in the client's ``refusal``.
+
+A stream client's write buffer is bounded (``limits.stream_write_buffer``): a relayed frame
+that does not fit is refused, never queued, so a client that stops reading costs at most the
+bound (plus the kernel's socket buffers) and ``tx`` never claims frames it will not read.
+STUN answers (``answer``) may use ``ANSWER_HEADROOM`` bytes beyond the bound, so that a slow
+client's Refresh still gets through; a client that does not even read those is not reading at
+all, and its connection is aborted.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import socket
 from collections.abc import Callable, Hashable
 
 from ..batchio import DatagramBatch
+from ..constants import DEFAULT_STREAM_WRITE_BUFFER
 from ..stats import Drop
 from ..stun import Address
 
@@ -22,6 +31,10 @@ RunSender = Callable[[list[int], list[int]], tuple[int, int]]
 (frames, bytes) accepted."""
 
 _PADS = (b"", b"\x00\x00\x00", b"\x00\x00", b"\x00")
+
+ANSWER_HEADROOM = 64 * 1024
+"""Bytes of STUN answers a stream connection may queue beyond its bound; past that it is
+aborted (a client that sends requests and never reads the answers)."""
 
 
 class DatagramClient:
@@ -34,7 +47,7 @@ class DatagramClient:
     __slots__ = ("addr", "key", "sock")
 
     source_verified = False
-    refusal = Drop.SEND_ERROR  # why a frame it does not take is dropped
+    refusal = Drop.SEND_ERROR  # why a frame that ``send`` refused was dropped
 
     def __init__(self, sock: socket.socket, addr: Address) -> None:
         self.sock = sock
@@ -53,6 +66,8 @@ class DatagramClient:
             return False
         return True
 
+    answer = send  # a STUN answer is one datagram like any other
+
     def run_sender(self, batch: DatagramBatch) -> RunSender:
         """ChannelData frames written in place in ``batch``, sent with one sendmmsg."""
         return functools.partial(batch.send, self.sock, self.addr)
@@ -65,16 +80,26 @@ class StreamClient:
     """A TCP or TLS client connection; the object itself is its allocation table key.
 
     Its address was proven by the handshake (``source_verified``), so answers go out at once.
+    ``limit`` bounds the bytes waiting in stunnerd for the client (the transport's write
+    buffer: for TLS, the encrypted records); see the module docstring.
     """
 
-    __slots__ = ("addr", "transport")
+    __slots__ = ("addr", "limit", "on_stalled", "transport")
 
     source_verified = True
-    refusal = Drop.WRITE_BUFFER_FULL  # its send refuses only when the write buffer is full
+    refusal = Drop.WRITE_BUFFER_FULL
 
-    def __init__(self, transport: asyncio.Transport, addr: Address) -> None:
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        addr: Address,
+        limit: int = DEFAULT_STREAM_WRITE_BUFFER,
+        on_stalled: Callable[[], None] | None = None,
+    ) -> None:
         self.transport = transport
         self.addr = addr
+        self.limit = limit
+        self.on_stalled = on_stalled  # told when an answer aborts the connection (a log line)
 
     @property
     def key(self) -> Hashable:
@@ -85,30 +110,56 @@ class StreamClient:
         return self.transport.is_closing()
 
     def send(self, data: bytes) -> bool:
-        """Queue one frame on the connection. Accepted means buffered for the client, not read
-        by it; the transport buffers without a bound, so today every frame is accepted."""
+        """Queue one relayed frame if the write buffer stays within ``limit``, else refuse it
+        (the caller counts it as a write_buffer_full drop). Accepted means buffered for the
+        client, not read by it."""
+        if not self.fits(len(data), self.limit):
+            return False
+        self.transport.write(data)
+        return True
+
+    def fits(self, size: int, limit: int) -> bool:
+        """Whether ``size`` more bytes keep the write buffer within ``limit``, on an open
+        connection."""
+        transport = self.transport
+        return not transport.is_closing() and transport.get_write_buffer_size() + size <= limit
+
+    def answer(self, data: bytes) -> bool:
+        """Queue one STUN answer, within ``limit + ANSWER_HEADROOM``. A client that lets that
+        fill never reads: its connection is aborted (buffer discarded, RST) and False returned."""
+        if self.transport.is_closing():
+            return False
+        if not self.fits(len(data), self.limit + ANSWER_HEADROOM):
+            self.transport.abort()
+            if self.on_stalled is not None:
+                self.on_stalled()
+            return False
         self.transport.write(data)
         return True
 
     def run_sender(self, batch: DatagramBatch) -> RunSender:
         """ChannelData frames written in place in ``batch``, padded to 4 bytes as streams need
-        (RFC 8656 12.5), and written as one piece."""
+        (RFC 8656 12.5), and written as one piece, or refused whole if it does not fit."""
         view = batch.view
 
         def send_run(starts: list[int], lengths: list[int]) -> tuple[int, int]:
             if not starts:
                 return 0, 0
             pieces: list[bytes | memoryview] = []
+            size = 0
             for start, length in zip(starts, lengths, strict=True):
                 pieces.append(view[start : start + length])
-                pieces.append(_PADS[length & 3])
+                pad = _PADS[length & 3]
+                pieces.append(pad)
+                size += length + len(pad)
             count = len(starts)
             starts.clear()
             lengths.clear()
-            data = b"".join(pieces)
-            if not self.send(data):
+            # Refused before it is joined: a stalled client costs no copy.
+            if not self.fits(size, self.limit):
                 return 0, 0
-            return count, len(data)
+            self.transport.write(b"".join(pieces))
+            return count, size
 
         return send_run
 

@@ -212,13 +212,21 @@ class StreamIngress:
 
 
 def forward_send(
-    alloc: Allocation | None, peer: Address, payload: bytes, size: int, stats: ListenerStats
+    alloc: Allocation | None,
+    peer: Address,
+    payload: bytes,
+    size: int,
+    stats: ListenerStats,
+    own_listener: bool = False,
 ) -> None:
     """RFC 8656 11.2: relay a Send indication's DATA to a permitted peer, else drop it (the
-    indication of ``size`` bytes counts as dropped, with its reason)."""
+    indication of ``size`` bytes counts as dropped, with its reason); never to one of
+    stunnerd's own listeners (``own_listener``), whatever the permission."""
     relay = alloc.relay if alloc is not None else None
     if relay is None or alloc is None or not alloc.permits(peer[0]):
         reason = NO_PERMISSION  # no allocation holds a permission for it either
+    elif own_listener:
+        reason = Drop.OWN_LISTENER
     else:
         try:
             relay.sendto(payload, peer)
@@ -242,8 +250,8 @@ def drop(stats: ListenerStats, reason: Drop, size: int) -> None:
 
 def answer(client: Client, data: bytes, stats: ListenerStats) -> bool:
     """Send one STUN answer to a client; counted as tx if the client's transport took it, else
-    as a drop of the request it answers (send_error, or a full stream buffer)."""
-    if not client.send(data):
+    as a drop for the client's ``refusal`` reason (send_error, or a full stream buffer)."""
+    if not client.answer(data):
         drop(stats, client.refusal, len(data))
         return False
     stats.tx_packets += 1

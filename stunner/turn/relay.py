@@ -10,6 +10,8 @@ import random
 import socket
 from collections.abc import Iterator
 
+from ..udp import set_buffers
+
 
 class RelayPortAllocator:
     """Binds relay sockets on ports from the listener's ``min_relay_port..max_relay_port``."""
@@ -55,5 +57,6 @@ class RelayPortAllocator:
                     continue
                 raise
             sock.setblocking(False)
+            set_buffers(sock)  # as big as a listener's: a client's burst lands here whole
             return sock
         return None

@@ -28,6 +28,7 @@ from .clients import Client
 from .datapath import AllocationCounter, RelayReceiver, answer, drop, forward_send
 from .events import AllocationObserver, DeleteReason
 from .limits import AmplificationGuard, Quotas
+from .own import OwnListeners
 from .refusals import RefusalLog
 from .relay import RelayPortAllocator
 
@@ -69,8 +70,11 @@ class TurnServer:
         quotas: Quotas | None = None,
         observer: AllocationObserver | None = None,
         guard: AmplificationGuard | None = None,
+        own_listeners: OwnListeners | None = None,
     ) -> None:
         self.name = name
+        # Never a relay destination (shared and kept current by the daemon).
+        self.own_listeners = own_listeners if own_listeners is not None else OwnListeners()
         self.limits = limits or LimitsConfig()
         self.quotas = quotas or Quotas(total=self.limits.allocations_total)
         self.guard = guard or AmplificationGuard(clock)  # the daemon shares one per process
@@ -123,14 +127,16 @@ class TurnServer:
                 alloc.expire(now)
 
     def revoke_unadmitted(self) -> int:
-        """After a cluster change, drop permissions and channels of peers no longer admitted."""
+        """After a cluster change, drop permissions and channels of peers no longer admitted,
+        and channels bound to what is now an own listener's address."""
         revoked = 0
+        own = self.own_listeners
         for alloc in self.allocations.values():
             for ip in [ip for ip in alloc.permissions if not self.admits(ip)]:
                 alloc.revoke(ip)
                 revoked += 1
             for channel, peer in list(alloc.channels.items()):
-                if not self.admits(peer[0]):
+                if not self.admits(peer[0]) or peer in own:
                     alloc.unbind_channel(channel)
         return revoked
 
@@ -406,6 +412,8 @@ class TurnServer:
         if bound_channel is not None and bound_channel != channel:
             raise TurnError(400, "Peer bound to another channel")
         self._admitted_peer(peer)
+        if peer in self.own_listeners:
+            raise TurnError(403, "Peer Is A Listener Of This Server")
         limit = self.limits.channels_per_allocation
         if bound_peer is None and limit and len(alloc.channels) >= limit:
             raise TurnError(508, "Too Many Channels")
@@ -427,7 +435,8 @@ class TurnServer:
             drop(self.stats, Drop.MALFORMED, size)
             return
         alloc = self.allocations.get(client.key)
-        forward_send(alloc, attrs["XOR-PEER-ADDRESS"][0], attrs["DATA"], size, self.stats)
+        peer = attrs["XOR-PEER-ADDRESS"][0]
+        forward_send(alloc, peer, attrs["DATA"], size, self.stats, peer in self.own_listeners)
 
     _handlers: dict[int, Callable[..., Message | bytes | None]] = {
         Method.ALLOCATE: handle_allocate,

@@ -22,13 +22,24 @@ from stunner.turn.datapath import DatagramIngress, RelayReceiver
 
 
 class Wire:
-    """A TCP client's transport: keeps what is written."""
+    """A TCP client's transport whose client never reads: keeps what is written, all of it
+    still buffered (``get_write_buffer_size``)."""
 
     def __init__(self) -> None:
         self.sent: list[bytes] = []
+        self.aborted = False
 
     def write(self, data: bytes) -> None:
         self.sent.append(data)
+
+    def get_write_buffer_size(self) -> int:
+        return sum(len(data) for data in self.sent)
+
+    def is_closing(self) -> bool:
+        return self.aborted
+
+    def abort(self) -> None:
+        self.aborted = True
 
 
 def udp_socket() -> socket.socket:
