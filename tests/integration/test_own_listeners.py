@@ -12,7 +12,7 @@ import asyncio
 import copy
 
 from stunner.stats import Drop
-from stunner.stun import Class
+from stunner.stun import Class, Message, Method
 from stunner.turn.own import OwnListeners
 from testkit.ports import free_port
 from tests.integration.conftest import PROTOCOLS, Gateway
@@ -44,7 +44,10 @@ async def test_own_listener_ports_are_refused_and_dropped(gateway: Gateway) -> N
         assert echoed == b"\x40\x00\x00\x0bto the echo\x00"
         counters = gateway.stunner.stats[gateway.listener_name("TCP")]  # drops: not exported yet
         assert counters.dropped_packets[Drop.OWN_LISTENER] == 1
-        assert counters.dropped_bytes[Drop.OWN_LISTENER] == len(b"nested allocate")
+        indication = Message(Method.SEND, Class.INDICATION)  # as streamturn sends it
+        indication.attributes["XOR-PEER-ADDRESS"] = [own_udp]
+        indication.attributes["DATA"] = b"nested allocate"
+        assert counters.dropped_bytes[Drop.OWN_LISTENER] == len(indication.encode())
         assert (st.cluster_tx_packets, st.cluster_tx_bytes) == (1, len(b"to the echo"))
         assert gateway.stats("UDP").rx_packets == 0  # nothing reached the UDP listener
     finally:

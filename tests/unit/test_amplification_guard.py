@@ -146,6 +146,9 @@ def test_stream_clients_and_a_disabled_guard_are_answered_at_once() -> None:
         def is_closing(self) -> bool:
             return False
 
+        def get_write_buffer_size(self) -> int:
+            return 0  # the client reads everything at once
+
     server = make_server(AmplificationGuard(Clock(), source_budget=0, global_budget=0))
     stream = Transport()
     for _ in range(5):

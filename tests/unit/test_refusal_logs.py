@@ -158,6 +158,9 @@ async def test_every_allocation_end_is_logged_with_its_reason(
         def is_closing(self) -> bool:
             return False
 
+        def get_write_buffer_size(self) -> int:
+            return 0  # the client reads everything at once
+
     stream = StreamClient(Transport(), ("192.0.2.22", 2))  # type: ignore[arg-type]
     allocate = Client(server).signed(Method.ALLOCATE, REQUESTED_TRANSPORT=17)
     server.handle_stun(allocate.encode(Client(server).key), stream)
