@@ -182,7 +182,6 @@ def _retransmissions(session: Session, transport: str) -> int:
     )
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13: amplification guard withholds the first 401")
 def test_udp_setup_without_stun_retransmission(
     browser: Session, target: Target, recorder: Recorder
 ) -> None:
@@ -191,12 +190,7 @@ def test_udp_setup_without_stun_retransmission(
     if "udp" not in browser.results or browser.veth_pcap is None:
         pytest.skip("needs test_data_channels' UDP call and the local target's capture")
     scope = _scope(target)
-    # Marked as intended failures in the report while issue 13 is open; drop `negative` with
-    # the xfail mark.
-    check = Checker(
-        scope, "browser: UDP setup without a STUN retransmission (xfail: issue 13)", recorder,
-        negative=True,
-    )  # fmt: skip
+    check = Checker(scope, "browser: UDP setup without a STUN retransmission", recorder)
     veth = read_pcap(browser.veth_pcap)
     queries = {}
     for side in SIDES:

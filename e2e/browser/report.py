@@ -44,7 +44,7 @@ class BrowserReport:
             done = "connected" if s.transport == "video" else "data channel open"
             line += f"{done} {s.open_ms:.0f} ms"
             if s.stun_retransmissions:
-                line += f" ({s.stun_retransmissions} STUN retransmissions: issue 13)"
+                line += f" ({s.stun_retransmissions} STUN retransmissions)"
             out.append(line)
         return out
 
