@@ -80,6 +80,27 @@ GAUGES = (LISTENER_CONNECTIONS, CLUSTER_CONNECTIONS, ALLOCATIONS_ACTIVE)
 ALL = COUNTERS + GAUGES
 BY_NAME = {f.name: f for f in ALL}
 
+# Families stunnerd documents beyond the spec's table (docs/metrics.md, "Health"): not stray,
+# and not part of the connection contract (upstream has none of them).
+EXTENSIONS = (
+    Family(
+        "stunner_listener_ready",
+        "gauge",
+        "Whether a configured listener is serving (1) or not, e.g. its port is taken.",
+    ),
+    Family(
+        "stunner_config_last_reload_successful",
+        "gauge",
+        "Whether the last config load or reload attempt was successful.",
+    ),
+    Family(
+        "stunner_config_last_reload_success_timestamp_seconds",
+        "gauge",
+        "Timestamp of the last successful config load or reload.",
+    ),
+)
+DOCUMENTED = {f.name for f in ALL + EXTENSIONS}
+
 
 @dataclass(frozen=True, order=True)
 class Key:
