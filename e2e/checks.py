@@ -358,7 +358,7 @@ class Checker:
                 if k != "__name__" and k not in self.scope.target_labels
             }
             got.setdefault(labels.get("__name__", ""), set()).add(tuple(sorted(own.items())))
-        stray = sorted(set(got) - set(contract.BY_NAME) - contract.EXTENSIONS)
+        stray = sorted(set(got) - contract.DOCUMENTED)
         self._record(
             "no stray stunner_* families",
             query,

@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 from aioice import stun, turn
 
+from testkit.echo import Longer
+
 Address = tuple[str, int]
 Protocol = Literal["udp", "tcp", "tls"]
 ECHO_TIMEOUT = 3.0
@@ -314,6 +316,14 @@ class Allocation:
             return
         self.transport.close()
         await asyncio.wait_for(self._receiver.closed, timeout)
+
+
+# The asymmetric peer's answers (testkit.echo.Longer): 13 bytes longer (odd, so ChannelData
+# frames back also need different padding), and twice for every third sequence number of
+# `payload`. A pure function of the datagram: each client knows what it must get back.
+ASYMMETRIC_EXTRA = 13
+TWICE_EVERY = 3
+ASYMMETRIC = Longer(ASYMMETRIC_EXTRA, TWICE_EVERY)
 
 
 def payload(tag: int, seq: int, size: int) -> bytes:

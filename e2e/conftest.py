@@ -65,7 +65,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--asymmetric-peer",
         metavar="HOST:PORT",
         help="external: a peer in the cluster that answers bigger and sometimes twice "
-        "(python -m e2e.echo HOST:PORT --asymmetric); without it those shapes are not testable",
+        "(python -m testkit.echo HOST --port PORT --detached --longer 13 --twice-every 3); "
+        "without it those shapes are not testable",
     )
     group.addoption(
         "--outside-peer",

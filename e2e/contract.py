@@ -79,8 +79,9 @@ COUNTERS = (
 GAUGES = (LISTENER_CONNECTIONS, CLUSTER_CONNECTIONS, ALLOCATIONS_ACTIVE)
 ALL = COUNTERS + GAUGES
 BY_NAME = {f.name: f for f in ALL}
-# Families beyond upstream's table (issue 14, docs/metrics.md), as exposed sample names: not
-# stray. e2e/test_refusals.py checks their label sets and values.
+# Families beyond upstream's table (docs/metrics.md: health, refusals, drops, lifecycle,
+# capacity), as exposed sample names: not stray, and not part of the connection contract.
+# e2e/test_refusals.py checks their label sets and values.
 EXTENSIONS = frozenset(
     {
         "stunner_turn_responses_total",
@@ -101,6 +102,9 @@ EXTENSIONS = frozenset(
         "stunner_listener_relay_ports",
     }
 )
+
+# Every family name a stunnerd may expose: the spec's table and the documented extensions.
+DOCUMENTED = frozenset(BY_NAME) | EXTENSIONS
 
 
 @dataclass(frozen=True, order=True)

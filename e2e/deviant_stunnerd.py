@@ -1,7 +1,7 @@
 """Test-only: stunnerd behaving the way the `stunner-v0.15` profile documents upstream.
 
 - series are created on the first event (a sample is left out until it was ever non-zero);
-- the UDP listener connection gauge and counter count sockets (1 per UDP listener);
+- the UDP listener connection gauge counts sockets (1 per UDP listener);
 - there is no `stunner_allocations_active`;
 - TCP/TLS listener rx packets are counted per read call, not per frame.
 
@@ -66,14 +66,15 @@ def _init(self: listener.Listener, config: Any, *args: Any, **kwargs: Any) -> No
 
 
 def _per_read(self: listener.StreamConnectionProtocol, data: bytes) -> None:
-    before = self.stats.rx_packets
+    stats = self.server.stats
+    before = stats.rx_packets
     _honest_data_received(self, data)
-    self.stats.rx_packets = before + 1  # one per read call, whatever it carried
+    stats.rx_packets = before + 1  # one per read call, whatever it carried
 
 
 def _never_closed(self: listener.StreamConnectionProtocol, exc: Exception | None) -> None:
     _honest_connection_lost(self, exc)
-    self.stats.connections += 1
+    self.connections.open.add(self)  # still counted as open: the gauge never goes down
 
 
 telemetry.StunnerCollector.collect = _v015_collect  # type: ignore[method-assign]

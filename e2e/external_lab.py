@@ -22,9 +22,11 @@ import yaml
 
 from e2e import proc
 from e2e.certs import self_signed
+from e2e.clients import ASYMMETRIC_EXTRA, TWICE_EVERY
 from e2e.gateway import PASSWORD, USERNAME
-from e2e.netutil import free_port, leased_addresses, poll
+from e2e.netutil import leased_addresses, poll
 from e2e.prom import PromClient
+from testkit.ports import free_port
 
 JOB = "stunner-ext"
 NAMES = {
@@ -109,11 +111,11 @@ class Deployment:
         prom.write_text(yaml.safe_dump(self.prometheus_config(), sort_keys=False))
         self.ca.write_bytes(self.cert.cert_pem)
         py = sys.executable
-        self._start("peer", [py, "-m", "e2e.echo", f"{self.peer[0]}:{self.peer[1]}"])
-        self._start(
-            "asymmetric-peer",
-            [py, "-m", "e2e.echo", f"{self.asymmetric[0]}:{self.asymmetric[1]}", "--asymmetric"],
-        )
+        echo = [py, "-m", "testkit.echo", "--detached"]
+        self._start("peer", [*echo, self.peer[0], "--port", str(self.peer[1])])
+        longer = ["--longer", str(ASYMMETRIC_EXTRA), "--twice-every", str(TWICE_EVERY)]
+        host, port = self.asymmetric
+        self._start("asymmetric-peer", [*echo, host, "--port", str(port), *longer])
         self._start("stunnerd", [py, "-m", "stunner.cli.stunnerd", "-c", str(conf)])
         self._start(
             "prometheus",

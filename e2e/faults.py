@@ -34,7 +34,9 @@ class Fault:
 
 LISTENER = "stunner/listener.py"
 SERVER = "stunner/turn/server.py"
-RELAY = "stunner/turn/relay.py"
+DATAPATH = "stunner/turn/datapath.py"
+CLIENTS = "stunner/turn/clients.py"
+TELEMETRY = "stunner/telemetry.py"
 BATCHIO = "stunner/batchio.py"
 DAEMON = "stunner/daemon.py"
 
@@ -45,30 +47,28 @@ FAULTS: tuple[Fault, ...] = (
         "client-to-peer as rx)",
         (
             Edit(
-                RELAY,
+                DATAPATH,
                 "            stats.cluster_rx_packets += rx_packets\n"
                 "            stats.cluster_rx_bytes += rx_bytes\n",
                 "            stats.cluster_tx_packets += rx_packets\n"
                 "            stats.cluster_tx_bytes += rx_bytes\n",
             ),
             Edit(
-                LISTENER,
+                DATAPATH,
                 "            stats.cluster_tx_packets += tx_packets\n"
                 "            stats.cluster_tx_bytes += tx_bytes\n",
                 "            stats.cluster_rx_packets += tx_packets\n"
                 "            stats.cluster_rx_bytes += tx_bytes\n",
             ),
             Edit(
-                LISTENER,
-                "    stats.cluster_tx_packets += 1\n    stats.cluster_tx_bytes += length\n",
-                "    stats.cluster_rx_packets += 1\n    stats.cluster_rx_bytes += length\n",
+                DATAPATH,
+                "        stats.cluster_tx_packets += 1\n        stats.cluster_tx_bytes += length\n",
+                "        stats.cluster_rx_packets += 1\n        stats.cluster_rx_bytes += length\n",
             ),
             Edit(
-                SERVER,
-                "        self.stats.cluster_tx_packets += 1\n"
-                "        self.stats.cluster_tx_bytes += len(payload)\n",
-                "        self.stats.cluster_rx_packets += 1\n"
-                "        self.stats.cluster_rx_bytes += len(payload)\n",
+                DATAPATH,
+                "    stats.cluster_tx_packets += 1\n    stats.cluster_tx_bytes += len(payload)\n",
+                "    stats.cluster_rx_packets += 1\n    stats.cluster_rx_bytes += len(payload)\n",
             ),
         ),
         ("test_shapes",),
@@ -78,14 +78,15 @@ FAULTS: tuple[Fault, ...] = (
         "TCP/TLS listener rx packets counted per read call, not per frame (upstream's way)",
         (
             Edit(
-                LISTENER,
+                DATAPATH,
                 "        stats.rx_packets += 1\n        stats.rx_bytes += len(frame)\n",
                 "        stats.rx_bytes += len(frame)\n",
             ),
             Edit(
                 LISTENER,
                 "        # reads goes through the buffer.\n",
-                "        # reads goes through the buffer.\n        self.stats.rx_packets += 1\n",
+                "        # reads goes through the buffer.\n"
+                "        self.server.stats.rx_packets += 1\n",
             ),
         ),
         ("test_shapes",),
@@ -97,7 +98,7 @@ FAULTS: tuple[Fault, ...] = (
             Edit(
                 LISTENER,
                 "        if pos < size:\n            self.buffer += data[pos:]\n",
-                "        if pos < size:\n            self.stats.rx_packets += 1\n"
+                "        if pos < size:\n            self.server.stats.rx_packets += 1\n"
                 "            self.buffer += data[pos:]\n",
             ),
         ),
@@ -108,8 +109,8 @@ FAULTS: tuple[Fault, ...] = (
         "datagrams from peers without a permission counted as cluster rx before the drop",
         (
             Edit(
-                RELAY,
-                "                if addr[0] not in permissions:\n"
+                DATAPATH,
+                "                if addr[0] not in permissions:  # Allocation.permits, inlined\n"
                 "                    continue  # RFC 8656 11.3: no permission, silently dropped,"
                 " not counted\n"
                 "                rx_packets += 1\n"
@@ -124,16 +125,15 @@ FAULTS: tuple[Fault, ...] = (
     ),
     Fault(
         "expiry-keeps-gauges",
-        "an expired allocation is dropped from the table without its gauges going down",
+        "the sweeper closes an expired allocation's relay socket but leaves it in the table "
+        "(the gauges, counted from the table, stay up)",
         (
             Edit(
                 SERVER,
                 '                logger.info("%s: %r expired", self.name, alloc)\n'
-                "                self.delete_allocation(alloc)\n",
+                "                self.delete_allocation(alloc, DeleteReason.EXPIRED)\n",
                 '                logger.info("%s: %r expired", self.name, alloc)\n'
-                "                del self.allocations[alloc.key]\n"
-                "                alloc.close()\n"
-                "                self.quotas.remove(alloc.username)\n",
+                "                alloc.close()  # the relay socket goes, the table entry stays\n",
             ),
         ),
         ("test_shapes",),
@@ -152,13 +152,13 @@ FAULTS: tuple[Fault, ...] = (
     ),
     Fault(
         "tcp-close-keeps-allocation",
-        "a TCP/TLS connection that closes without Refresh(0) leaves its allocation in place",
+        "a TCP/TLS connection that closes without Refresh(0) leaves its allocation in the table",
         (
             Edit(
                 SERVER,
                 "        alloc = self.allocations.get(key)\n"
                 "        if alloc is not None:\n"
-                "            self.delete_allocation(alloc)\n",
+                "            self.delete_allocation(alloc, DeleteReason.CONNECTION_CLOSED)\n",
                 "        alloc = self.allocations.get(key)\n"
                 "        if alloc is not None:\n"
                 "            alloc.close()  # the relay socket goes, the table entry stays\n",
@@ -168,15 +168,13 @@ FAULTS: tuple[Fault, ...] = (
     ),
     Fault(
         "reset-keeps-connection-gauge",
-        "only an orderly close takes a TCP/TLS connection off the gauge (a reset does not)",
+        "only an orderly close takes a TCP/TLS connection out of the listener's open "
+        "connections (a reset leaves it on the gauge)",
         (
             Edit(
                 LISTENER,
-                "    def connection_lost(self, exc: Exception | None) -> None:\n"
-                "        self.stats.connections -= 1\n",
-                "    def connection_lost(self, exc: Exception | None) -> None:\n"
-                "        if exc is None:\n"
-                "            self.stats.connections -= 1\n",
+                "        self.connections.remove(self, self.source)\n",
+                "        if exc is None:\n            self.connections.remove(self, self.source)\n",
             ),
         ),
         ("test_shapes",),
@@ -195,12 +193,16 @@ FAULTS: tuple[Fault, ...] = (
     ),
     Fault(
         "restart-keeps-allocations",
-        "a listener stopped for a restart leaves its allocations (and gauges) behind",
+        "a reload that restarts a listener starts the new one without stopping the old: its "
+        "sockets, connections and allocations live on (a same-port restart cannot bind)",
         (
             Edit(
-                LISTENER,
-                "    async def stop(self) -> None:\n        self.server.close()\n",
-                "    async def stop(self) -> None:\n",
+                DAEMON,
+                "            if running is not None:\n"
+                "                await running.stop(DeleteReason.LISTENER_REMOVED)\n"
+                "                del self.listeners[new_l.name]\n",
+                "            if running is not None:\n"
+                "                del self.listeners[new_l.name]\n",
             ),
         ),
         ("test_restart",),
@@ -266,9 +268,9 @@ FAULTS: tuple[Fault, ...] = (
         "a Send indication's payload the kernel refused counted as relayed",
         (
             Edit(
-                SERVER,
-                "            return  # dropped by the kernel: not relayed, not counted\n",
-                "            pass  # counted as if it had left\n",
+                DATAPATH,
+                "        return  # dropped by the kernel: not relayed, not counted\n",
+                "        pass  # counted as if it had left\n",
             ),
         ),
         ("test_shapes",),
@@ -278,56 +280,60 @@ FAULTS: tuple[Fault, ...] = (
         "a TCP/TLS client's ChannelData the kernel refused counted as relayed",
         (
             Edit(
-                LISTENER,
-                "        return  # dropped by the kernel (full send buffer, unreachable): not "
+                DATAPATH,
+                "            return  # dropped by the kernel (full send buffer, unreachable): not "
                 "relayed\n",
-                "        pass  # counted as if it had left\n",
+                "            pass  # counted as if it had left\n",
             ),
         ),
         ("test_shapes",),
     ),
     Fault(
         "udp-gauge-counts-nothing",
-        "the UDP listener connection gauge does not follow allocations",
+        "the listener connection gauge counts open TCP/TLS connections only, not UDP clients",
         (
             Edit(
-                SERVER,
-                "        if not client.stream:\n"
-                "            stats.connections += 1\n"
-                "            stats.connections_total += 1\n",
-                "        if not client.stream:\n            stats.connections_total += 1\n",
-            ),
-            Edit(
-                SERVER,
-                "        if not alloc.stream:\n            stats.connections -= 1\n",
-                "",
+                TELEMETRY,
+                "        connections=stream_connections + udp_clients,\n",
+                "        connections=stream_connections,\n",
             ),
         ),
         ("test_traffic", "test_waves"),
     ),
     Fault(
         "delete-keeps-cluster-gauge",
-        "a deleted allocation's relay connection stays on the cluster gauge",
+        "the cluster connection gauge reads the allocation total, so a deleted allocation's "
+        "relay connection stays on it",
         (
             Edit(
-                SERVER,
-                "        stats.allocations -= 1\n        stats.cluster_connections -= 1\n",
-                "        stats.allocations -= 1\n",
+                TELEMETRY,
+                "        cluster_connections=active,\n",
+                "        cluster_connections=stats.cluster_connections_total,\n",
             ),
         ),
         ("test_traffic",),
     ),
     Fault(
         "stream-tx-bytes-unpadded",
-        "frames to TCP/TLS clients (and Data indications) counted as header + payload, "
-        "without padding or attributes",
+        "frames to TCP/TLS clients counted without their padding, and Data indications as "
+        "header + payload, without attributes",
         (
             Edit(
-                RELAY,
-                "                if client.send(frame):\n"
+                CLIENTS,
+                "            count = len(starts)\n",
+                "            count = len(starts)\n            unpadded = sum(lengths)\n",
+            ),
+            Edit(
+                CLIENTS,
+                "            return count, len(data)\n",
+                "            return count, unpadded\n",
+            ),
+            Edit(
+                DATAPATH,
+                "                if self.client.send(frame):\n"
                 "                    tx_packets += 1\n"
                 "                    tx_bytes += len(frame)\n",
-                "                if client.send(frame):\n"
+                "                if self.client.send(frame):\n"
                 "                    tx_packets += 1\n"
                 "                    tx_bytes += 4 + size\n",
             ),

@@ -1,4 +1,5 @@
-"""Deadlines, free ports and loopback addresses, so that concurrent runs never collide."""
+"""Loopback addresses leased for a run (so that concurrent runs never collide), and the
+harness's waiting policy on top of testkit's. Free ports and waiting come from testkit."""
 
 from __future__ import annotations
 
@@ -8,26 +9,21 @@ import os
 import random
 import socket
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, TypeVar
+
+from testkit import wait
+from testkit.ports import port_is_free
+from testkit.wait import GiveUp
 
 T = TypeVar("T")
 
 LOCK_DIR = os.path.join(tempfile.gettempdir(), "stunner-e2e-locks")
 
 
-class ProcessExited(RuntimeError):
+class ProcessExited(GiveUp):
     """A child process died while we waited for it: waiting longer cannot help."""
-
-
-class DeadlineExceeded(AssertionError):
-    """A polled condition did not hold in time; carries the last value seen."""
-
-    def __init__(self, what: str, last: object) -> None:
-        super().__init__(f"{what}: gave up waiting, last value {last!r}")
-        self.last = last
 
 
 def poll(
@@ -38,50 +34,11 @@ def poll(
     what: str,
     interval: float = 0.2,
 ) -> T:
-    """Call `fetch` until `until(value)` holds; raise DeadlineExceeded after `timeout` s.
-
-    Exceptions from `fetch` count as "not yet" (the server may still be starting), except
-    ProcessExited, which ends the wait at once.
-    """
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while True:
-        try:
-            value = fetch()
-        except ProcessExited:
-            raise
-        except Exception as exc:  # a server that is not up yet
-            last = exc
-        else:
-            last = value
-            if until(value):
-                return value
-        if time.monotonic() >= deadline:
-            raise DeadlineExceeded(what, last)
-        time.sleep(interval)
-
-
-def port_is_free(host: str, port: int, kinds: tuple[int, ...]) -> bool:
-    """True if `port` can be bound on `host` for every socket type in `kinds`."""
-    for kind in kinds:
-        with socket.socket(socket.AF_INET, kind) as sock:
-            try:
-                sock.bind((host, port))
-            except OSError:
-                return False
-    return True
-
-
-def free_port(host: str, *, udp: bool = True, tcp: bool = True) -> int:
-    """A port on `host` that is currently free for the requested protocols."""
-    kinds = tuple(k for k, on in ((socket.SOCK_STREAM, tcp), (socket.SOCK_DGRAM, udp)) if on)
-    for _ in range(200):
-        with socket.socket(socket.AF_INET, kinds[0]) as sock:
-            sock.bind((host, 0))
-            port = int(sock.getsockname()[1])
-        if port_is_free(host, port, kinds):
-            return port
-    raise RuntimeError(f"no free port on {host}")
+    """testkit's poll with the harness's policy: any exception from `fetch` counts as "not
+    yet" (the server may still be starting), except ProcessExited, which ends the wait."""
+    return wait.poll(
+        fetch, until, timeout=timeout, what=what, interval=interval, retry_on=(Exception,)
+    )
 
 
 @dataclass

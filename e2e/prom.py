@@ -16,8 +16,9 @@ import requests
 import yaml
 
 from e2e import proc
-from e2e.netutil import ProcessExited, free_port, poll
+from e2e.netutil import ProcessExited, poll
 from e2e.scrape_source import ScrapeSpec
+from testkit.ports import free_port
 
 log = logging.getLogger(__name__)
 

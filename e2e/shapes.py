@@ -27,10 +27,11 @@ from dataclasses import dataclass, field
 
 from aioice import stun
 
-from e2e import clauses, echo, truth
+from e2e import clauses, truth
 from e2e import contract as c
 from e2e.checks import Checker, Expect
 from e2e.clients import (
+    ASYMMETRIC,
     Address,
     Allocation,
     Endpoint,
@@ -97,7 +98,7 @@ async def asym(run: Run) -> dict[Key, Expect]:
         async def talk(i: int, alloc: Allocation) -> None:
             for seq in range(9):
                 data = payload(30 + i, seq, 90 + seq)
-                await alloc.exchange(peer, data, echo.answers(data, asymmetric=True))
+                await alloc.exchange(peer, data, ASYMMETRIC(data))
 
         await asyncio.gather(*(talk(i, a) for i, a in enumerate(allocs)))
     finally:

@@ -18,9 +18,9 @@ from e2e import gateway as gw
 from e2e.checks import Checker, Expect, Record, Recorder
 from e2e.clients import Allocation, Endpoint, channel_data, close_all, open_many, payload, tally
 from e2e.contract import Key
-from e2e.netutil import free_port
 from e2e.targets.base import Target
 from e2e.targets.local import MEDIA_PLANE, LocalLab
+from testkit.ports import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 

@@ -18,8 +18,8 @@ from e2e.checks import Checker, Expect, Recorder
 from e2e.clauses import REMOVED_SERIES
 from e2e.clients import close_all, keep_echoing, open_many, tally
 from e2e.contract import Key
-from e2e.netutil import free_port
 from e2e.targets.base import Target
+from testkit.ports import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 

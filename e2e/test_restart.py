@@ -24,9 +24,10 @@ from e2e.certs import SelfSigned, self_signed
 from e2e.checks import Checker, Expect, Recorder
 from e2e.clients import Allocation, Endpoint, close_all, keep_echoing, open_many, tally
 from e2e.contract import Key
-from e2e.netutil import free_port, poll
+from e2e.netutil import poll
 from e2e.targets.base import Target
 from e2e.targets.local import shape_name
+from testkit.ports import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 

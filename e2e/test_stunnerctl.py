@@ -21,9 +21,9 @@ import yaml
 from e2e.checks import Checker, Recorder
 from e2e.clients import Endpoint
 from e2e.live_metrics import enable_metrics_live
-from e2e.netutil import free_port
 from e2e.targets.base import Target
 from stunner import constants
+from testkit.ports import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 

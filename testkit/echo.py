@@ -8,12 +8,16 @@ and say why). One counting core, three ways to run it:
 - `EchoThread`: in a thread, for synchronous harnesses (soak);
 - `EchoProcess`: in a child process, so it never competes for the caller's GIL (bench); the
   parent asks for counts over a pipe (a line ``c`` in, the five counts out) and ends it by
-  closing stdin. It also ends by itself after ``--lifetime`` seconds.
+  closing stdin. It also ends by itself after ``--lifetime`` seconds. With ``--detached`` it
+  reads no control pipe and runs until a signal: a peer started by hand, e.g. inside a
+  cluster (``python -m testkit.echo HOST --port PORT --detached [--longer 13 --twice-every 3]``).
 
 Options, for tests of what a real peer may do:
 
 - ``answer``: what to send back for one datagram. The default mirrors it; `Asymmetric` answers
-  with another size and answers every n-th datagram twice.
+  with another size and answers every n-th datagram twice; `Longer` answers longer, and twice
+  by the datagram's own sequence number, so a sender can predict every answer even when
+  several senders share the peer.
 - ``send(data, addr)``: an unsolicited datagram from the peer's own address (a peer that talks
   first, or floods a relay address that has no permission for it). It counts as sent.
 """
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import selectors
 import signal
 import socket
@@ -72,6 +77,24 @@ class Asymmetric:
         self._seen += 1
         out = data[: self.size].ljust(self.size, b".")
         twice = self.twice_every > 0 and self._seen % self.twice_every == 0
+        return (out, out) if twice else (out,)
+
+
+class Longer:
+    """Answer with the datagram plus `extra` bytes (0xA5), and twice when its sequence number
+    (big-endian, bytes 4-8; 1 if shorter) is a multiple of `twice_every` (0: never).
+
+    A pure function of the datagram: the sender computes the answers it must get with the
+    same object, whoever else talks to the peer."""
+
+    def __init__(self, extra: int, twice_every: int = 0) -> None:
+        self.extra = extra
+        self.twice_every = twice_every
+
+    def __call__(self, data: bytes) -> Sequence[bytes]:
+        out = data + b"\xa5" * self.extra
+        seq = int.from_bytes(data[4:8], "big") if len(data) >= 8 else 1
+        twice = self.twice_every > 0 and seq % self.twice_every == 0
         return (out, out) if twice else (out,)
 
 
@@ -242,13 +265,17 @@ class EchoThread:
 # In a child process
 
 
-def serve(sock: socket.socket, lifetime: float, answer: Answer | None) -> None:
-    """The child's loop: echo until stdin closes or `lifetime` passes; answer count requests."""
+def serve(
+    sock: socket.socket, lifetime: float, answer: Answer | None, control: bool = True
+) -> None:
+    """The child's loop: echo until stdin closes or `lifetime` passes; answer count requests.
+    Without `control`, stdin is not read: the peer runs until `lifetime` or a signal."""
     counter = EchoCounter()
     deadline = time.monotonic() + lifetime
     with selectors.DefaultSelector() as sel:
         sel.register(sock, selectors.EVENT_READ, "data")
-        sel.register(sys.stdin, selectors.EVENT_READ, "control")
+        if control:
+            sel.register(sys.stdin, selectors.EVENT_READ, "control")
         while time.monotonic() < deadline:
             for key, _ in sel.select(timeout=1.0):
                 if key.data == "data":
@@ -263,17 +290,42 @@ def serve(sock: socket.socket, lifetime: float, answer: Answer | None) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="counting UDP echo peer (testkit)")
+    parser = argparse.ArgumentParser(
+        prog="python -m testkit.echo", description="counting UDP echo peer (testkit)"
+    )
     parser.add_argument("host")
-    parser.add_argument("--lifetime", type=float, default=3600.0)
+    parser.add_argument("--port", type=int, default=0, help="default: one the kernel picks")
+    parser.add_argument(
+        "--lifetime", type=float, help="seconds until it exits (default 3600; detached: none)"
+    )
     parser.add_argument("--size", type=int, default=0, help="answer with this many bytes")
-    parser.add_argument("--twice-every", type=int, default=0, help="answer every n-th twice")
+    parser.add_argument("--longer", type=int, default=0, help="answer this many bytes longer")
+    parser.add_argument(
+        "--twice-every",
+        type=int,
+        default=0,
+        help="--size: answer every n-th datagram twice; --longer: those whose sequence number "
+        "(bytes 4-8) is a multiple of n",
+    )
+    parser.add_argument(
+        "--detached",
+        action="store_true",
+        help="no control pipe on stdin: run until a signal (a peer inside a cluster)",
+    )
     args = parser.parse_args(argv)
-    answer = Asymmetric(args.size, args.twice_every) if args.size else None
-    sock = _udp_socket(args.host, 0, 4 << 20)
+    if args.size and args.longer:
+        parser.error("--size and --longer exclude each other")
+    answer: Answer | None = None
+    if args.size:
+        answer = Asymmetric(args.size, args.twice_every)
+    elif args.longer:
+        answer = Longer(args.longer, args.twice_every)
+    sock = _udp_socket(args.host, args.port, 4 << 20)
     sys.stdout.write(f"ready {sock.getsockname()[1]}\n")
     sys.stdout.flush()
-    serve(sock, args.lifetime, answer)
+    lifetime = args.lifetime or (float("inf") if args.detached else 3600.0)
+    with contextlib.suppress(KeyboardInterrupt):
+        serve(sock, lifetime, answer, control=not args.detached)
     sock.close()
     return 0
 

@@ -23,8 +23,9 @@ from e2e.browser import capture
 from e2e.browser.chromium import Chromium, spki_hash
 from e2e.browser.netns import BrowserNet, browser_net
 from e2e.certs import SelfSigned, self_signed
-from e2e.netutil import free_port, poll
+from e2e.netutil import poll
 from e2e.targets.base import Target
+from testkit.ports import free_port
 
 if TYPE_CHECKING:
     from e2e.targets.local import LocalLab

@@ -9,8 +9,8 @@ from e2e.checks import Scope
 from e2e.clients import Address, Endpoint
 
 if TYPE_CHECKING:
-    from e2e.echo import EchoBackend
     from e2e.targets.local import LocalLab
+    from testkit.echo import EchoThread
 
 # A peer no cluster should hold (TEST-NET-1, RFC 5737).
 DEFAULT_OUTSIDE_PEER: Address = ("192.0.2.1", 9)
@@ -35,7 +35,7 @@ class Target:
     denied: Endpoint | None = None
     outside_peer: Address = DEFAULT_OUTSIDE_PEER
     listener_names: set[str] | None = None
-    backend: EchoBackend | None = None
+    backend: EchoThread | None = None
     uclient: Endpoint | None = None
     lab: LocalLab | None = None
     notes: list[str] = field(default_factory=list)

@@ -23,13 +23,14 @@ from pathlib import Path
 from e2e import gateway as gw
 from e2e.certs import self_signed
 from e2e.checks import Scope
-from e2e.clients import Endpoint
-from e2e.echo import EchoBackend
-from e2e.netutil import free_port, lease_addresses, poll
+from e2e.clients import ASYMMETRIC, Endpoint
+from e2e.netutil import lease_addresses, poll
 from e2e.prom import PrometheusServer, ScrapeTarget
 from e2e.scrape_source import ScrapeSpec, scrape_spec
 from e2e.static_target import StaticTarget
 from e2e.targets.base import Target
+from testkit.echo import EchoThread
+from testkit.ports import free_port
 
 log = logging.getLogger(__name__)
 
@@ -114,9 +115,9 @@ class LocalLab:
                     role,
                     self.metrics_port[role],
                 )
-        self.backend = self._stack.enter_context(EchoBackend(backend_addr))
+        self.backend = self._stack.enter_context(EchoThread(backend_addr))
         # In the same cluster (same IP, another port): answers bigger, sometimes twice.
-        self.asymmetric = self._stack.enter_context(EchoBackend(backend_addr, asymmetric=True))
+        self.asymmetric = self._stack.enter_context(EchoThread(backend_addr, answer=ASYMMETRIC))
         self.static = self._stack.enter_context(
             StaticTarget("127.0.0.1", self.spec.path, SELFTEST_LISTENER)
         )

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
+import sys
 
 import pytest
 
-from testkit.echo import Asymmetric, EchoCounts, EchoPeer, EchoProcess, EchoThread
+from testkit.echo import Asymmetric, EchoCounts, EchoPeer, EchoProcess, EchoThread, Longer
 from testkit.ports import free_port, free_udp_block, port_is_free
 from testkit.wait import DeadlineExceeded, GiveUp, poll, poll_async, wait_for
 
@@ -35,6 +37,39 @@ def test_asymmetric_answers_resize_and_double() -> None:
         [b"abcdef", b"abcdef"],
     ]
     assert list(Asymmetric(4)(b"x")) == [b"x..."]
+
+
+def test_longer_answers_depend_only_on_the_datagram() -> None:
+    answer = Longer(3, twice_every=3)
+    seq = [(7).to_bytes(4, "big") + n.to_bytes(4, "big") for n in (1, 3, 6, 3)]
+    assert [list(answer(d)) for d in seq] == [
+        [seq[0] + b"\xa5\xa5\xa5"],
+        [seq[1] + b"\xa5\xa5\xa5"] * 2,
+        [seq[2] + b"\xa5\xa5\xa5"] * 2,
+        [seq[3] + b"\xa5\xa5\xa5"] * 2,  # the same datagram again: the same answers
+    ]
+    assert list(Longer(1, twice_every=1)(b"abc")) == [b"abc\xa5"] * 2  # short: sequence 1
+    assert list(Longer(2)(b"x" * 8)) == [b"x" * 8 + b"\xa5\xa5"]
+
+
+def test_detached_process_serves_its_port_without_a_control_pipe() -> None:
+    port = free_port(HOST, tcp=False)
+    argv = [sys.executable, "-m", "testkit.echo", HOST, "--port", str(port), "--detached"]
+    argv += ["--longer", "2", "--twice-every", "2"]
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().split() == ["ready", str(port)]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind((HOST, 0))
+            data = bytes(4) + (2).to_bytes(4, "big")
+            assert exchange(sock, (HOST, port), [data]) == [data + b"\xa5\xa5"] * 2
+        assert proc.poll() is None  # stdin at EOF did not end it
+    finally:
+        proc.terminate()
+        proc.wait(timeout=5)
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 async def test_peer_on_the_loop_mirrors_and_counts() -> None:
