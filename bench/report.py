@@ -593,8 +593,8 @@ same peer for both servers), all on loopback.
 ## What makes the relay path fast
 
 Per datagram, stunnerd's user-space time was about four times coturn's; the kernel's share is
-the same for both. The relay paths (`stunner/listener.py` and `stunner/turn/relay.py`, both
-`drain`) therefore do as little per datagram as Python allows:
+the same for both. The relay paths (`DatagramIngress.drain` and `RelayReceiver.drain` in
+`stunner/turn/datapath.py`) therefore do as little per datagram as Python allows:
 
 - **No asyncio datagram transports.** uvloop's UDPTransport reads one datagram per readiness
   callback into a fresh 256 kB `bytes` and converts each `sendto` address three times. The UDP
