@@ -133,6 +133,21 @@ FAULTS: tuple[Fault, ...] = (
         ("test_shapes",),
     ),
     Fault(
+        "unpermitted-peer-drop-uncounted",
+        "datagrams from peers without a permission dropped without a trace (RFC 8656's "
+        '"silently dropped" read as "not counted"): no no_permission drop',
+        (
+            Edit(
+                DATAPATH,
+                "                    no_permission += 1  # RFC 8656 11.3: no permission, silently"
+                " dropped\n"
+                "                    no_permission_bytes += size\n",
+                "",
+            ),
+        ),
+        ("test_refusals",),
+    ),
+    Fault(
         "expiry-keeps-gauges",
         "the sweeper closes an expired allocation's relay socket but leaves it in the table "
         "(the gauges, counted from the table, stay up)",
