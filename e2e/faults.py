@@ -62,13 +62,17 @@ FAULTS: tuple[Fault, ...] = (
             ),
             Edit(
                 DATAPATH,
-                "        stats.cluster_tx_packets += 1\n        stats.cluster_tx_bytes += length\n",
-                "        stats.cluster_rx_packets += 1\n        stats.cluster_rx_bytes += length\n",
+                "                    stats.cluster_tx_packets += 1\n"
+                "                    stats.cluster_tx_bytes += length\n",
+                "                    stats.cluster_rx_packets += 1\n"
+                "                    stats.cluster_rx_bytes += length\n",
             ),
             Edit(
                 DATAPATH,
-                "    stats.cluster_tx_packets += 1\n    stats.cluster_tx_bytes += len(payload)\n",
-                "    stats.cluster_rx_packets += 1\n    stats.cluster_rx_bytes += len(payload)\n",
+                "            stats.cluster_tx_packets += 1\n"
+                "            stats.cluster_tx_bytes += len(payload)\n",
+                "            stats.cluster_rx_packets += 1\n"
+                "            stats.cluster_rx_bytes += len(payload)\n",
             ),
         ),
         ("test_shapes",),
@@ -79,8 +83,8 @@ FAULTS: tuple[Fault, ...] = (
         (
             Edit(
                 DATAPATH,
-                "        stats.rx_packets += 1\n        stats.rx_bytes += len(frame)\n",
-                "        stats.rx_bytes += len(frame)\n",
+                "        size = len(frame)\n        stats.rx_packets += 1\n",
+                "        size = len(frame)\n",
             ),
             Edit(
                 LISTENER,
@@ -106,22 +110,42 @@ FAULTS: tuple[Fault, ...] = (
     ),
     Fault(
         "cluster-rx-without-permission",
-        "datagrams from peers without a permission counted as cluster rx before the drop",
+        "datagrams from peers without a permission counted as cluster rx before the drop "
+        "(so counted twice: as rx and as a no_permission drop)",
         (
             Edit(
                 DATAPATH,
                 "                if addr[0] not in permissions:  # Allocation.permits, inlined\n"
-                "                    continue  # RFC 8656 11.3: no permission, silently dropped,"
-                " not counted\n"
+                "                    no_permission += 1  # RFC 8656 11.3: no permission, silently"
+                " dropped\n"
+                "                    no_permission_bytes += size\n"
+                "                    continue\n"
                 "                rx_packets += 1\n"
                 "                rx_bytes += size\n",
                 "                rx_packets += 1\n"
                 "                rx_bytes += size\n"
-                "                if addr[0] not in permissions:\n"
+                "                if addr[0] not in permissions:  # Allocation.permits, inlined\n"
+                "                    no_permission += 1\n"
+                "                    no_permission_bytes += size\n"
                 "                    continue\n",
             ),
         ),
         ("test_shapes",),
+    ),
+    Fault(
+        "unpermitted-peer-drop-uncounted",
+        "datagrams from peers without a permission dropped without a trace (RFC 8656's "
+        '"silently dropped" read as "not counted"): no no_permission drop',
+        (
+            Edit(
+                DATAPATH,
+                "                    no_permission += 1  # RFC 8656 11.3: no permission, silently"
+                " dropped\n"
+                "                    no_permission_bytes += size\n",
+                "",
+            ),
+        ),
+        ("test_refusals",),
     ),
     Fault(
         "expiry-keeps-gauges",
@@ -130,9 +154,9 @@ FAULTS: tuple[Fault, ...] = (
         (
             Edit(
                 SERVER,
-                '                logger.info("%s: %r expired", self.name, alloc)\n'
+                "            if alloc.expires_at <= now:\n"
                 "                self.delete_allocation(alloc, DeleteReason.EXPIRED)\n",
-                '                logger.info("%s: %r expired", self.name, alloc)\n'
+                "            if alloc.expires_at <= now:\n"
                 "                alloc.close()  # the relay socket goes, the table entry stays\n",
             ),
         ),
@@ -173,8 +197,8 @@ FAULTS: tuple[Fault, ...] = (
         (
             Edit(
                 LISTENER,
-                "        self.connections.remove(self, self.source)\n",
-                "        if exc is None:\n            self.connections.remove(self, self.source)\n",
+                "        self.connections.remove(self)\n",
+                "        if exc is None:\n            self.connections.remove(self)\n",
             ),
         ),
         ("test_shapes",),
@@ -221,15 +245,16 @@ FAULTS: tuple[Fault, ...] = (
     ),
     Fault(
         "guard-withheld-counted",
-        "an answer the amplification guard withheld is counted as tx",
+        "an answer the amplification guard withheld is counted as tx (besides its "
+        "amplification drop)",
         (
             Edit(
                 SERVER,
-                '                return b""  # dropped: the client\'s retransmission earns the'
-                " credit\n",
-                "                self.stats.tx_packets += 1\n"
-                "                self.stats.tx_bytes += len(data)\n"
-                '                return b""\n',
+                "            drop(self.stats, Drop.AMPLIFICATION, len(request.raw))  # over a"
+                " budget: not sent\n",
+                "            drop(self.stats, Drop.AMPLIFICATION, len(request.raw))\n"
+                "            self.stats.tx_packets += 1\n"
+                "            self.stats.tx_bytes += len(data)\n",
             ),
         ),
         ("test_shapes", "test_traffic"),
@@ -269,8 +294,18 @@ FAULTS: tuple[Fault, ...] = (
         (
             Edit(
                 DATAPATH,
-                "        return  # dropped by the kernel: not relayed, not counted\n",
-                "        pass  # counted as if it had left\n",
+                "        except OSError:\n"
+                "            reason, size = SEND_ERROR, len(payload)  # the kernel refused it: not"
+                " relayed\n"
+                "        else:\n"
+                "            stats.cluster_tx_packets += 1\n"
+                "            stats.cluster_tx_bytes += len(payload)\n"
+                "            return\n",
+                "        except OSError:\n"
+                "            pass  # the kernel refused it\n"
+                "        stats.cluster_tx_packets += 1  # counted as if it had left\n"
+                "        stats.cluster_tx_bytes += len(payload)\n"
+                "        return\n",
             ),
         ),
         ("test_shapes",),
@@ -281,9 +316,20 @@ FAULTS: tuple[Fault, ...] = (
         (
             Edit(
                 DATAPATH,
-                "            return  # dropped by the kernel (full send buffer, unreachable): not "
-                "relayed\n",
-                "            pass  # counted as if it had left\n",
+                "                except OSError:\n"
+                "                    reason = SEND_ERROR  # the kernel refused it (full buffer,"
+                " unreachable)\n"
+                "                    size = length  # send errors count the bytes that did not"
+                " leave\n"
+                "                else:\n"
+                "                    stats.cluster_tx_packets += 1\n"
+                "                    stats.cluster_tx_bytes += length\n"
+                "                    return\n",
+                "                except OSError:\n"
+                "                    pass  # the kernel refused it\n"
+                "                stats.cluster_tx_packets += 1  # counted as if it had left\n"
+                "                stats.cluster_tx_bytes += length\n"
+                "                return\n",
             ),
         ),
         ("test_shapes",),
@@ -325,7 +371,7 @@ FAULTS: tuple[Fault, ...] = (
             ),
             Edit(
                 CLIENTS,
-                "            return count, len(data)\n",
+                "            return count, size\n",
                 "            return count, unpadded\n",
             ),
             Edit(

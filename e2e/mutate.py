@@ -48,6 +48,7 @@ SCENARIOS = (
     "test_waves",
     "test_shapes",
     "test_denied_peer",
+    "test_refusals",
     "test_reload",
     "test_restart",
 )

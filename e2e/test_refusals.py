@@ -26,8 +26,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from e2e import gateway as gw
 from e2e.checks import Checker, Expect, Recorder
 from e2e.clients import Allocation
-from e2e.netutil import free_port
 from e2e.targets.base import Target
+from testkit.ports import free_port
 
 if TYPE_CHECKING:
     from e2e.targets.local import LocalLab
