@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+from array import array as _array
 import mmap
 import socket
 import struct
@@ -30,6 +31,8 @@ from .stun import Address
 BATCH = 64  # datagrams per wake-up, so that one busy socket cannot starve the others
 SLOT = 65536  # bytes per datagram slot: any UDP payload fits after the headroom
 HEADROOM = 4  # room in front of each payload for a ChannelData header, written in place
+OFFSETS = tuple(range(HEADROOM, BATCH * SLOT, SLOT))
+"""Where datagram i of a batch starts in ``view``: the drains zip these with the sizes."""
 
 # struct mmsghdr on LP64 Linux: struct msghdr (56 bytes) then unsigned int msg_len, padded.
 _MMSGHDR = 64
@@ -38,17 +41,21 @@ _IOVEC = 16
 _ADDRESS_CACHE_MAX = 4096  # entries per cache: active flows hit, churned ports do not pile up
 
 _INET_NTOA = socket.inet_ntoa
+_DONTWAIT = int(socket.MSG_DONTWAIT)
 _PACK_SOCKADDR = struct.Struct("=H2s4s8x").pack
 
 
-def _libc_function(name: str, *argtypes: type) -> Callable[..., int] | None:
+def _libc_function(name: str) -> Callable[..., int] | None:
     if ctypes.sizeof(ctypes.c_void_p) != 8:
         return None  # the header layout below is the LP64 one
     try:
         function = getattr(ctypes.CDLL(None, use_errno=True), name)
     except (AttributeError, OSError):
         return None
-    function.argtypes = argtypes  # pointers are passed as ints: they must not be truncated
+    # No argtypes: converting each argument through its type's from_param cost more than the
+    # system call's own user-space work (callgrind). Callers pass Python ints only for the
+    # int arguments (fd, count, flags) and every pointer as a prebuilt c_void_p, which ctypes
+    # passes as it is: nothing is truncated to a C int.
     function.restype = ctypes.c_int
     return cast(Callable[..., int], function)
 
@@ -57,9 +64,9 @@ def _unavailable(*_args: object) -> int:
     raise OSError(errno.ENOSYS, "no recvmmsg/sendmmsg here")
 
 
-_c_int, _c_uint, _c_void_p = ctypes.c_int, ctypes.c_uint, ctypes.c_void_p
-_recvmmsg = _libc_function("recvmmsg", _c_int, _c_void_p, _c_uint, _c_int, _c_void_p)
-_sendmmsg = _libc_function("sendmmsg", _c_int, _c_void_p, _c_uint, _c_int)
+_c_void_p = ctypes.c_void_p
+_recvmmsg = _libc_function("recvmmsg")
+_sendmmsg = _libc_function("sendmmsg")
 NATIVE = _recvmmsg is not None and _sendmmsg is not None
 
 
@@ -80,6 +87,8 @@ class _Headers:
         self.headers = bytearray(BATCH * _MMSGHDR)
         self.iovecs = bytearray(BATCH * _IOVEC)
         self.address = _address_of(self.headers)
+        self.pointer = ctypes.c_void_p(self.address)  # passed to libc as it is, no conversion
+        self.name = 0  # the msg_name every header holds (sends), 0: none yet
         self.words = memoryview(self.headers).cast("Q")  # 8 per header
         self.ints = memoryview(self.headers).cast("I")  # 16 per header
         self.iov_words = memoryview(self.iovecs).cast("Q")  # base, length
@@ -103,6 +112,9 @@ class DatagramBatch:
         self.base = _address_of(self.memory)
         self._names = bytearray(BATCH * _SOCKADDR_IN)
         self._names_view = memoryview(self._names)
+        # The first 8 bytes of each struct sockaddr_in (family, port, IPv4 address) as one
+        # integer: a whole batch's source keys come out of one ``tolist()``.
+        self._name_keys = self._names_view.cast("Q")
         self._receive = _Headers()
         self._send = _Headers()
         names = _address_of(self._names)
@@ -114,9 +126,11 @@ class DatagramBatch:
         self._slots = [self.view[SLOT * i + HEADROOM : SLOT * (i + 1)] for i in range(BATCH)]
         # Source addresses seen lately, raw sockaddr bytes -> (host, port): a hit costs no
         # inet_ntop and returns a tuple whose hash is already known. Cleared when full.
-        self._addresses: dict[bytes, Address] = {}
-        # Destinations the other way: (host, port) -> struct sockaddr_in, for sendmmsg.
-        self._sockaddrs: dict[Address, ctypes.Array[ctypes.c_char]] = {}
+        self._addresses: dict[int, Address] = {}
+        # Destinations the other way: (host, port) -> address of its struct sockaddr_in, for
+        # sendmmsg; the buffers themselves are held in the list.
+        self._sockaddrs: dict[Address, int] = {}
+        self._sockaddr_buffers: list[ctypes.Array[ctypes.c_char]] = []
 
     def receive(self, sock: socket.socket) -> tuple[list[int], list[Address]]:
         """Read what is queued, up to BATCH datagrams: their sizes and sources (none: empty).
@@ -127,22 +141,29 @@ class DatagramBatch:
         if not self.native:
             return self._receive_portable(sock)
         headers = self._receive
-        count = self._recvmmsg(sock.fileno(), headers.address, BATCH, socket.MSG_DONTWAIT, None)
+        count = self._recvmmsg(sock.fileno(), headers.pointer, BATCH, _DONTWAIT, None)
         if count <= 0:
             return [], []
         sizes: list[int] = headers.ints[14 : _MMSGHDR // 4 * count : _MMSGHDR // 4].tolist()
-        raw = self._names_view[: _SOCKADDR_IN * count].tobytes()
+        keys: list[int] = self._name_keys[: 2 * count : 2].tolist()
         cache = self._addresses
         addresses = []
-        for start in range(0, _SOCKADDR_IN * count, _SOCKADDR_IN):
-            key = raw[start + 2 : start + 8]
+        append = addresses.append
+        for key in keys:
             addr = cache.get(key)
             if addr is None:
-                if len(cache) >= _ADDRESS_CACHE_MAX:
-                    cache.clear()
-                addr = cache[key] = (_INET_NTOA(key[2:]), key[0] << 8 | key[1])
-            addresses.append(addr)
+                addr = self._new_address(key)
+            append(addr)
         return sizes, addresses
+
+    def _new_address(self, key: int) -> Address:
+        """A source not in the cache: (host, port) from the key's sockaddr_in bytes."""
+        cache = self._addresses
+        if len(cache) >= _ADDRESS_CACHE_MAX:
+            cache.clear()
+        raw = key.to_bytes(8, "little")
+        addr = cache[key] = (_INET_NTOA(raw[4:8]), raw[2] << 8 | raw[3])
+        return addr
 
     def _receive_portable(self, sock: socket.socket) -> tuple[list[int], list[Address]]:
         sizes: list[int] = []
@@ -176,7 +197,9 @@ class DatagramBatch:
             # One datagram (smooth traffic from many clients): a plain sendto costs less.
             start, length = starts.pop(), lengths.pop()
             try:
-                sock.sendto(self.view[start : start + length], addr)
+                # A copy out of the mapping: for one datagram a bytes object costs less
+                # than a memoryview slice.
+                sock.sendto(self.memory[start : start + length], addr)
             except OSError:
                 return 0, 0
             return 1, length
@@ -191,19 +214,22 @@ class DatagramBatch:
     def _send_native(
         self, sock: socket.socket, addr: Address, starts: list[int], lengths: list[int]
     ) -> tuple[int, int]:
+        # Per run, not per datagram: the headers are filled by three strided slice
+        # assignments from arrays that C builds (no Python bytecode per datagram).
         total = len(starts)
         headers = self._send
-        words, iov_words = headers.words, headers.iov_words
-        name_address = ctypes.addressof(self._sockaddr(addr))
-        base = self.base
-        for k in range(total):
-            iov_words[2 * k] = base + starts[k]
-            iov_words[2 * k + 1] = lengths[k]
-            words[8 * k] = name_address
+        name_address = self._sockaddrs.get(addr) or self._new_sockaddr(addr)
+        if name_address != headers.name:  # every header names the run's one destination
+            headers.words[0 : 8 * BATCH : 8] = _array("Q", (name_address,)) * BATCH
+            headers.name = name_address
+        iov_words = headers.iov_words
+        iov_words[0 : 2 * total : 2] = _array("Q", map(self.base.__add__, starts))
+        iov_words[1 : 2 * total : 2] = _array("Q", lengths)
         fd = sock.fileno()
         first = packets = sent_bytes = 0
         while first < total:
-            done = self._sendmmsg(fd, headers.address + _MMSGHDR * first, total - first, 0)
+            where = headers.pointer if not first else _c_void_p(headers.address + _MMSGHDR * first)
+            done = self._sendmmsg(fd, where, total - first, 0)
             if done < 0:
                 if ctypes.get_errno() in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EBADF):
                     break
@@ -214,13 +240,15 @@ class DatagramBatch:
             first += done
         return packets, sent_bytes
 
-    def _sockaddr(self, addr: Address) -> ctypes.Array[ctypes.c_char]:
-        name = self._sockaddrs.get(addr)
-        if name is None:
-            if len(self._sockaddrs) >= _ADDRESS_CACHE_MAX:
-                self._sockaddrs.clear()
-            name = self._sockaddrs[addr] = sockaddr(addr)
-        return name
+    def _new_sockaddr(self, addr: Address) -> int:
+        """A destination not in the cache: the address of a new struct sockaddr_in for it."""
+        if len(self._sockaddrs) >= _ADDRESS_CACHE_MAX:
+            self._sockaddrs.clear()
+            self._sockaddr_buffers.clear()
+        name = sockaddr(addr)
+        self._sockaddr_buffers.append(name)  # keeps the memory behind the address alive
+        address = self._sockaddrs[addr] = ctypes.addressof(name)
+        return address
 
     def _send_portable(
         self, sock: socket.socket, addr: Address, starts: list[int], lengths: list[int]

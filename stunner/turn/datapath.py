@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..batchio import HEADROOM, SLOT, DatagramBatch, shared_batch
+from ..batchio import OFFSETS, DatagramBatch, shared_batch
 from ..stats import DELETE_REASONS, DURATION_BUCKETS, Drop, ListenerStats
 from ..stun import Address, Class, Message, Method
 from .allocation import Allocation
@@ -77,13 +77,15 @@ class DatagramIngress:
         # the same relay socket and peer; each run leaves with one sendmmsg (a burst from one
         # client is one run). Only STUN is copied out, after the queue has gone, so that a
         # Send indication cannot overtake ChannelData. Drops are counted in locals, by
-        # reason, and added once at the end, like rx and tx.
+        # reason, and added once at the end, like rx and tx; what was queued is counted per
+        # run (``len(starts)``, ``sum(lengths)``), not per datagram. No logging, no locks, no
+        # allocation beyond the run lists and the STUN copies.
         batch = self.batch
         sizes, addresses = batch.receive(self.sock)
         if not sizes:
             return
         allocations = self.allocations
-        memory, view = batch.memory, batch.view
+        memory, view, send = batch.memory, batch.view, batch.send
         relay: socket.socket | None = None
         peer: Address | None = None
         starts: list[int] = []
@@ -92,10 +94,11 @@ class DatagramIngress:
         no_channel = no_channel_bytes = no_permission = no_permission_bytes = 0
         malformed = malformed_bytes = 0
         try:
-            for i, (size, addr) in enumerate(zip(sizes, addresses, strict=True)):
-                offset = SLOT * i + HEADROOM
+            for offset, size, addr in zip(OFFSETS, sizes, addresses):
                 if size < 4 or memory[offset] & 0xC0 != 0x40:
-                    packets, sent = batch.send(relay, peer, starts, lengths)
+                    queued += len(starts)
+                    queued_bytes += sum(lengths)
+                    packets, sent = send(relay, peer, starts, lengths)
                     tx_packets += packets
                     tx_bytes += sent
                     data = bytes(view[offset : offset + size])
@@ -122,15 +125,17 @@ class DatagramIngress:
                     continue
                 sock = alloc.relay.sock  # type: ignore[union-attr]
                 if sock is not relay or to is not peer:
-                    packets, sent = batch.send(relay, peer, starts, lengths)
+                    queued += len(starts)
+                    queued_bytes += sum(lengths)
+                    packets, sent = send(relay, peer, starts, lengths)
                     tx_packets += packets
                     tx_bytes += sent
                     relay, peer = sock, to
                 starts.append(offset + 4)
                 lengths.append(length)
-                queued += 1
-                queued_bytes += length
-            packets, sent = batch.send(relay, peer, starts, lengths)
+            queued += len(starts)
+            queued_bytes += sum(lengths)
+            packets, sent = send(relay, peer, starts, lengths)
             tx_packets += packets
             tx_bytes += sent
         finally:
@@ -139,16 +144,17 @@ class DatagramIngress:
             stats.rx_bytes += sum(sizes)
             stats.cluster_tx_packets += tx_packets
             stats.cluster_tx_bytes += tx_bytes
-            dropped, dropped_bytes = stats.dropped_packets, stats.dropped_bytes
-            dropped[NO_CHANNEL] += no_channel
-            dropped_bytes[NO_CHANNEL] += no_channel_bytes
-            dropped[NO_PERMISSION] += no_permission
-            dropped_bytes[NO_PERMISSION] += no_permission_bytes
-            dropped[MALFORMED] += malformed
-            dropped_bytes[MALFORMED] += malformed_bytes
-            # What was queued for a peer and did not leave: the kernel refused it (payloads).
-            dropped[SEND_ERROR] += queued - tx_packets
-            dropped_bytes[SEND_ERROR] += queued_bytes - tx_bytes
+            if no_channel or no_permission or malformed or queued != tx_packets:
+                dropped, dropped_bytes = stats.dropped_packets, stats.dropped_bytes
+                dropped[NO_CHANNEL] += no_channel
+                dropped_bytes[NO_CHANNEL] += no_channel_bytes
+                dropped[NO_PERMISSION] += no_permission
+                dropped_bytes[NO_PERMISSION] += no_permission_bytes
+                dropped[MALFORMED] += malformed
+                dropped_bytes[MALFORMED] += malformed_bytes
+                # What was queued for a peer and did not leave: the kernel refused it.
+                dropped[SEND_ERROR] += queued - tx_packets
+                dropped_bytes[SEND_ERROR] += queued_bytes - tx_bytes
 
 
 class StreamIngress:
@@ -305,6 +311,7 @@ class RelayReceiver:
         # Hot path: one recvmmsg for the wake-up; per datagram one dict lookup and the
         # ChannelData header written in place in front of the payload in its slot; the run goes
         # to the client in one call. No logging, no tasks, no locks; drops counted in locals.
+        # What was queued is counted per run (``_queued``), not per datagram.
         batch = self.batch
         sizes, addresses = batch.receive(self.sock)
         if not sizes:
@@ -313,14 +320,13 @@ class RelayReceiver:
         peer_routes = self.peer_routes
         send_run = self.send_run
         largest, pad = self.largest, self.pad
-        memory, view = batch.memory, batch.view
+        memory = batch.memory
         starts: list[int] = []
         lengths: list[int] = []
         rx_packets = rx_bytes = tx_packets = tx_bytes = queued = queued_bytes = 0
         no_permission = no_permission_bytes = oversize = oversize_bytes = 0
         try:
-            for i, (size, addr) in enumerate(zip(sizes, addresses, strict=True)):
-                offset = SLOT * i + HEADROOM
+            for offset, size, addr in zip(OFFSETS, sizes, addresses):
                 channel = peer_routes.get(addr)
                 if channel is not None:
                     rx_packets += 1
@@ -332,8 +338,6 @@ class RelayReceiver:
                     _HEADER_INTO(memory, offset - 4, channel, size)
                     starts.append(offset - 4)
                     lengths.append(4 + size)
-                    queued += 1
-                    queued_bytes += (4 + size + pad) & ~pad  # as it leaves: streams pad
                     continue
                 if addr[0] not in permissions:  # Allocation.permits, inlined
                     no_permission += 1  # RFC 8656 11.3: no permission, silently dropped
@@ -342,15 +346,19 @@ class RelayReceiver:
                 rx_packets += 1
                 rx_bytes += size
                 # Data indication: after the frames before it, in order.
+                queued += len(starts)
+                queued_bytes += _queued(lengths, pad)
                 packets, sent = send_run(starts, lengths)
                 tx_packets += packets
                 tx_bytes += sent
-                frame = data_indication(addr, bytes(view[offset : offset + size]))
+                frame = data_indication(addr, bytes(batch.view[offset : offset + size]))
                 queued += 1
                 queued_bytes += len(frame)
                 if self.client.send(frame):
                     tx_packets += 1
                     tx_bytes += len(frame)
+            queued += len(starts)
+            queued_bytes += _queued(lengths, pad)
             packets, sent = send_run(starts, lengths)
             tx_packets += packets
             tx_bytes += sent
@@ -360,14 +368,22 @@ class RelayReceiver:
             stats.cluster_rx_bytes += rx_bytes
             stats.tx_packets += tx_packets
             stats.tx_bytes += tx_bytes
-            dropped, dropped_bytes = stats.dropped_packets, stats.dropped_bytes
-            dropped[NO_PERMISSION] += no_permission
-            dropped_bytes[NO_PERMISSION] += no_permission_bytes
-            dropped[OVERSIZE] += oversize
-            dropped_bytes[OVERSIZE] += oversize_bytes
-            if queued != tx_packets:  # frames the client's transport refused
+            if no_permission or oversize or queued != tx_packets:
+                dropped, dropped_bytes = stats.dropped_packets, stats.dropped_bytes
+                dropped[NO_PERMISSION] += no_permission
+                dropped_bytes[NO_PERMISSION] += no_permission_bytes
+                dropped[OVERSIZE] += oversize
+                dropped_bytes[OVERSIZE] += oversize_bytes
+                # Frames the client's transport refused.
                 dropped[self.refusal] += queued - tx_packets
                 dropped_bytes[self.refusal] += queued_bytes - tx_bytes
+
+
+def _queued(lengths: list[int], pad: int) -> int:
+    """The bytes of a run of frames as they leave: a stream pads each to 4 (``pad`` 3)."""
+    if not pad:
+        return sum(lengths)
+    return sum((length + pad) & ~pad for length in lengths)
 
 
 # allocation lifecycle
