@@ -29,6 +29,7 @@ from pathlib import Path
 from stunner.stun import CHANNEL_MIN, pack_channel_data
 
 from .driver import AllocationDriver
+from .run import say
 from .servers import Credentials, Stunnerd, binding_answered, http_status
 
 HOST = "127.0.0.31"
@@ -75,8 +76,12 @@ class CallgrindStunnerd(Stunnerd):
 
 
 def relay_rounds(
-    clients: list[socket.socket], server: tuple[str, int], peer: socket.socket, burst: int,
-    rounds: int, size: int,
+    clients: list[socket.socket],
+    server: tuple[str, int],
+    peer: socket.socket,
+    burst: int,
+    rounds: int,
+    size: int,
 ) -> int:
     """Send ``rounds`` rounds of ``burst`` datagrams per client, echoed back whole: the number
     of datagrams sent one way (each came back)."""
@@ -127,14 +132,14 @@ def measure(
                 server.control("--zero")
                 time.sleep(idle)
                 server.control("--dump")
-                print(f"idle for {idle} s: {server.instructions():,} instructions")
+                say(f"idle for {idle} s: {server.instructions():,} instructions")
                 for dump in Path(tmp).glob("callgrind.out.*"):
                     dump.unlink()
             server.control("--zero")
             started = time.monotonic()
             sent = relay_rounds(driver.sockets, (HOST, server.port), peer, burst, rounds, size)
             server.control("--dump")
-            print(f"relaying took {time.monotonic() - started:.1f} s under valgrind")
+            say(f"relaying took {time.monotonic() - started:.1f} s under valgrind")
             if keep is not None:
                 for dump in Path(tmp).glob("callgrind.out*"):
                     shutil.copy(dump, keep)
@@ -160,7 +165,7 @@ def main() -> None:
     per = measure(
         args.tree, args.allocations, args.burst, args.rounds, args.size, args.keep, args.idle
     )
-    print(
+    say(
         f"{per:,.0f} instructions per relayed datagram "
         f"({args.allocations} allocation(s), bursts of {args.burst}, {args.rounds} rounds, "
         f"{args.size} B, tree {args.tree or 'this one'})"

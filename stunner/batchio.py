@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import ctypes
 import errno
-from array import array as _array
 import mmap
 import socket
 import struct
+from array import array as _array
 from collections.abc import Callable
 from typing import cast
 
@@ -45,11 +45,14 @@ _DONTWAIT = int(socket.MSG_DONTWAIT)
 _PACK_SOCKADDR = struct.Struct("=H2s4s8x").pack
 
 
-def _libc_function(name: str) -> Callable[..., int] | None:
+def _libc_function(name: str, use_errno: bool) -> Callable[..., int] | None:
     if ctypes.sizeof(ctypes.c_void_p) != 8:
         return None  # the header layout below is the LP64 one
     try:
-        function = getattr(ctypes.CDLL(None, use_errno=True), name)
+        # PyDLL: the call keeps the GIL. Both calls pass MSG_DONTWAIT, so they never block,
+        # and releasing and taking the GIL back cost more than the call's own user-space
+        # work. errno is saved only where the caller reads it (sendmmsg).
+        function = getattr(ctypes.PyDLL(None, use_errno=use_errno), name)
     except (AttributeError, OSError):
         return None
     # No argtypes: converting each argument through its type's from_param cost more than the
@@ -65,8 +68,8 @@ def _unavailable(*_args: object) -> int:
 
 
 _c_void_p = ctypes.c_void_p
-_recvmmsg = _libc_function("recvmmsg")
-_sendmmsg = _libc_function("sendmmsg")
+_recvmmsg = _libc_function("recvmmsg", use_errno=False)
+_sendmmsg = _libc_function("sendmmsg", use_errno=True)
 NATIVE = _recvmmsg is not None and _sendmmsg is not None
 
 
@@ -147,7 +150,7 @@ class DatagramBatch:
         sizes: list[int] = headers.ints[14 : _MMSGHDR // 4 * count : _MMSGHDR // 4].tolist()
         keys: list[int] = self._name_keys[: 2 * count : 2].tolist()
         cache = self._addresses
-        addresses = []
+        addresses: list[Address] = []
         append = addresses.append
         for key in keys:
             addr = cache.get(key)
@@ -229,7 +232,7 @@ class DatagramBatch:
         first = packets = sent_bytes = 0
         while first < total:
             where = headers.pointer if not first else _c_void_p(headers.address + _MMSGHDR * first)
-            done = self._sendmmsg(fd, where, total - first, 0)
+            done = self._sendmmsg(fd, where, total - first, _DONTWAIT)
             if done < 0:
                 if ctypes.get_errno() in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EBADF):
                     break
