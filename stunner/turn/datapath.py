@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..batchio import OFFSETS, DatagramBatch, shared_batch
+from ..batchio import BATCH, OFFSETS, DatagramBatch, shared_batch
 from ..stats import DELETE_REASONS, DURATION_BUCKETS, Drop, ListenerStats
 from ..stun import Address, Class, Message, Method
 from .allocation import Allocation
@@ -43,6 +43,7 @@ SEND_ERROR, OVERSIZE = Drop.SEND_ERROR, Drop.OVERSIZE
 MAX_UDP_PAYLOAD = 65507
 MAX_DATAGRAM_RELAYED = MAX_UDP_PAYLOAD - 4
 _HEADER_INTO = struct.Struct("!HH").pack_into
+LISTENER_READS = 4  # full batches a UDP listener socket's wake-up reads at most
 
 
 def data_indication(peer: Address, payload: bytes) -> bytes:
@@ -72,7 +73,21 @@ class DatagramIngress:
         self.batch = batch or shared_batch()
 
     def drain(self) -> None:
-        # Hot path. One recvmmsg for the wake-up; every datagram counts as rx, malformed ones
+        """The listener socket is readable: read up to LISTENER_READS full batches.
+
+        Why more than one: this one socket carries every client's traffic, while each relay
+        socket carries one allocation's. With one batch per wake-up, many allocations meant
+        many relay-socket wake-ups of a datagram or two, each at a fixed cost; a longer turn
+        here lets the relay sockets gather bigger batches meanwhile. The bound keeps the
+        relay sockets (the echoes) from waiting behind an endless listener queue.
+        """
+        drain_batch = self._drain_batch
+        for _ in range(LISTENER_READS):
+            if drain_batch() < BATCH:  # the socket is empty
+                return
+
+    def _drain_batch(self) -> int:
+        # Hot path. One recvmmsg per batch; every datagram counts as rx, malformed ones
         # included. ChannelData payloads stay in their slots and queue up while they go to
         # the same relay socket and peer; each run leaves with one sendmmsg (a burst from one
         # client is one run). Only STUN is copied out, after the queue has gone, so that a
@@ -83,7 +98,7 @@ class DatagramIngress:
         batch = self.batch
         sizes, addresses = batch.receive(self.sock)
         if not sizes:
-            return
+            return 0
         allocations = self.allocations
         memory, view, send = batch.memory, batch.view, batch.send
         relay: socket.socket | None = None
@@ -158,6 +173,7 @@ class DatagramIngress:
                 # What was queued for a peer and did not leave: the kernel refused it.
                 dropped[SEND_ERROR] += queued - tx_packets
                 dropped_bytes[SEND_ERROR] += queued_bytes - tx_bytes
+        return len(sizes)
 
 
 class StreamIngress:

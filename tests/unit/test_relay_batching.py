@@ -20,7 +20,7 @@ from stunner.config import LimitsConfig
 from stunner.stats import Drop, ListenerStats
 from stunner.stun import Class, Message, Method, pack_channel_data, parse_message
 from stunner.turn import Allocation, DatagramClient, TurnServer
-from stunner.turn.datapath import DatagramIngress, RelayReceiver
+from stunner.turn.datapath import LISTENER_READS, DatagramIngress, RelayReceiver
 
 SIZES = (0, 1, 3, 4, 100, 1000, 1203, 9000)
 MODES = ("native", "portable")
@@ -266,24 +266,25 @@ def test_sources_are_decoded_exactly(mode: str) -> None:
 
 @pytest.mark.parametrize("mode", MODES)
 def test_a_full_batch_then_the_rest(mode: str) -> None:
-    """More datagrams than one wake-up reads: BATCH first, the rest on the next drain, in
-    order, and each run's refusals counted exactly (here: none)."""
+    """More datagrams than one wake-up reads: LISTENER_READS full batches first, the rest on
+    the next drain, in order, and each run's refusals counted exactly (here: none)."""
     batch = batch_for(mode)
     relay = Relay(batch)
     try:
         client = relay.clients[1]
-        count = BATCH + 7
+        count = LISTENER_READS * BATCH + 7
         for k in range(count):
             client.sendto(
                 pack_channel_data(0x4001, k.to_bytes(2, "big")), relay.listener.getsockname()
             )
         relay.ingress.drain()
-        assert relay.server.stats.rx_packets == BATCH
+        assert relay.server.stats.rx_packets == LISTENER_READS * BATCH
         relay.ingress.drain()
         got = [data for data, _ in everything(relay.peers[1])]
         assert got == [k.to_bytes(2, "big") for k in range(count)]
         stats = relay.server.stats
         assert (stats.cluster_tx_packets, stats.cluster_tx_bytes) == (count, 2 * count)
+        assert stats.rx_packets == count
         assert sum(stats.dropped_packets) == 0
     finally:
         relay.close()
