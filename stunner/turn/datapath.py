@@ -330,7 +330,7 @@ class RelayReceiver:
         # Hot path: one recvmmsg for the wake-up; per datagram one dict lookup and the
         # ChannelData header written in place in front of the payload in its slot; the run goes
         # to the client in one call. No logging, no tasks, no locks; drops counted in locals.
-        # What was queued is counted per run (``_queued``), not per datagram.
+        # What was queued is counted per run, not per datagram.
         batch = self.batch
         sizes, addresses = batch.receive(self.sock)
         if not sizes:
@@ -368,7 +368,7 @@ class RelayReceiver:
                 rx_bytes += size
                 # Data indication: after the frames before it, in order.
                 queued += len(starts)
-                queued_bytes += _queued(lengths, pad)
+                queued_bytes += _padded(lengths, pad) if pad else sum(lengths)
                 packets, sent = send_run(starts, lengths)
                 tx_packets += packets
                 tx_bytes += sent
@@ -379,7 +379,7 @@ class RelayReceiver:
                     tx_packets += 1
                     tx_bytes += len(frame)
             queued += len(starts)
-            queued_bytes += _queued(lengths, pad)
+            queued_bytes += _padded(lengths, pad) if pad else sum(lengths)
             packets, sent = send_run(starts, lengths)
             tx_packets += packets
             tx_bytes += sent
@@ -400,10 +400,8 @@ class RelayReceiver:
                 dropped_bytes[self.refusal] += queued_bytes - tx_bytes
 
 
-def _queued(lengths: list[int], pad: int) -> int:
-    """The bytes of a run of frames as they leave: a stream pads each to 4 (``pad`` 3)."""
-    if not pad:
-        return sum(lengths)
+def _padded(lengths: list[int], pad: int) -> int:
+    """The bytes of a run of stream frames as they leave: each padded to 4 (``pad`` 3)."""
     return sum((length + pad) & ~pad for length in lengths)
 
 
