@@ -142,7 +142,20 @@ class DatagramIngress:
                     continue
                 sock = alloc.relay.sock  # type: ignore[union-attr]
                 if sock is not relay or to is not peer:
-                    if starts:  # the run so far leaves before this one starts
+                    # The run so far leaves before this one starts. A run of one (clients
+                    # that interleave) is one sendto here, without the call into the batch.
+                    if len(starts) == 1:
+                        start, last = starts.pop(), lengths.pop()
+                        queued += 1
+                        queued_bytes += last
+                        try:
+                            relay.sendto(memory[start : start + last], peer)  # type: ignore[union-attr,arg-type]
+                        except OSError:
+                            pass  # the kernel refused it: a send error, counted at the end
+                        else:
+                            tx_packets += 1
+                            tx_bytes += last
+                    elif starts:
                         queued += len(starts)
                         queued_bytes += sum(lengths)
                         packets, sent = send(relay, peer, starts, lengths)

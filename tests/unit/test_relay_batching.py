@@ -305,3 +305,35 @@ def test_the_stun_answer_is_what_the_server_builds() -> None:
         assert answer.attributes["XOR-MAPPED-ADDRESS"] == client.getsockname()
     finally:
         relay.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_interleaved_runs_of_one_count_refusals_exactly(mode: str) -> None:
+    """Clients that interleave make runs of one datagram (sent without the batch's call);
+    one whose relay socket is gone (EBADF) loses its datagrams as send errors, counted with
+    their payload bytes, while the others' still leave, in order."""
+    relay = Relay(batch_for(mode))
+    try:
+        relay.relays[0].close()  # client 0's relay socket: every send is refused
+        script = []
+        for k in range(6):
+            for index in (0, 1, 2):
+                script.append((index, pack_channel_data(0x4000, b"%d-%d" % (index, k) * (k + 1))))
+        script += [(0, pack_channel_data(0x4000, b"run")), (0, pack_channel_data(0x4000, b"x"))]
+        for index, datagram in script:
+            relay.clients[index].sendto(datagram, relay.listener.getsockname())
+        relay.ingress.drain()
+        got = [data for data, _ in everything(relay.peers[0])]
+        left = [d[4:] for i, d in script if i != 0]
+        refused = [d[4:] for i, d in script if i == 0]
+        assert got == left
+        stats = relay.server.stats
+        assert (stats.cluster_tx_packets, stats.cluster_tx_bytes) == (
+            len(left),
+            sum(map(len, left)),
+        )
+        assert stats.dropped_packets[Drop.SEND_ERROR] == len(refused)
+        assert stats.dropped_bytes[Drop.SEND_ERROR] == sum(map(len, refused))
+        assert sum(stats.dropped_packets) == len(refused)
+    finally:
+        relay.close()
