@@ -337,3 +337,37 @@ def test_interleaved_runs_of_one_count_refusals_exactly(mode: str) -> None:
         assert sum(stats.dropped_packets) == len(refused)
     finally:
         relay.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_peer_to_client_single_and_runs_count_refusals_exactly(mode: str) -> None:
+    """A UDP client's run of one frame leaves by sendto (without the run sender); whether one
+    or several, a frame the kernel refuses is a send error with its ChannelData bytes, and
+    the frames that left are tx, byte for byte what the codec builds."""
+    relay = Relay(batch_for(mode))
+    try:
+        receiver, target = relay.receivers[0], relay.relays[0].getsockname()
+        relay.peers[0].sendto(b"one", target)
+        receiver.drain()
+        for payload in (b"two", b"three"):
+            relay.peers[1].sendto(payload, target)
+        receiver.drain()
+        assert [d for d, _ in everything(relay.clients[0])] == [
+            pack_channel_data(0x4000, b"one"),
+            pack_channel_data(0x4001, b"two"),
+            pack_channel_data(0x4001, b"three"),
+        ]
+        stats = relay.server.stats
+        assert (stats.tx_packets, stats.tx_bytes) == (3, 4 * 3 + 3 + 3 + 5)
+        relay.listener.close()  # the client's way out is gone: every frame is refused
+        relay.peers[0].sendto(b"single", target)
+        receiver.drain()
+        for payload in (b"a", b"bc"):
+            relay.peers[0].sendto(payload, target)
+        receiver.drain()
+        assert (stats.tx_packets, stats.tx_bytes) == (3, 4 * 3 + 3 + 3 + 5)
+        assert stats.dropped_packets[Drop.SEND_ERROR] == 3
+        assert stats.dropped_bytes[Drop.SEND_ERROR] == 4 * 3 + 6 + 1 + 2
+        assert (stats.cluster_rx_packets, stats.cluster_rx_bytes) == (6, 3 + 3 + 5 + 6 + 1 + 2)
+    finally:
+        relay.close()
