@@ -599,22 +599,32 @@ the same for both. The relay paths (`DatagramIngress.drain` and `RelayReceiver.d
 - **No asyncio datagram transports.** uvloop's UDPTransport reads one datagram per readiness
   callback into a fresh 256 kB `bytes` and converts each `sendto` address three times. The UDP
   sockets are registered with `loop.add_reader` instead (`stunner/udp.py`), and each wake-up
-  drains up to 64 datagrams.
+  drains up to 64 datagrams (the listener socket, which carries every client, up to 4 x 64:
+  the relay sockets gather bigger batches meanwhile).
 - **One system call per batch** (`stunner/batchio.py`): `recvmmsg(2)` reads the whole batch
   into 64 KiB slots of one shared mapping, through ctypes. What leaves goes by `sendmmsg(2)`
   per run: a relay's ChannelData frames to its UDP client, and on the listener, consecutive
   ChannelData payloads for the same relay socket and peer (a burst from one client); a run
-  of one is a plain `sendto`. Source addresses are cached (raw sockaddr to `(host, port)`),
-  which skips `inet_ntop` and returns a tuple whose hash is known.
+  of one is a plain `sendto`, made in the drain's loop. Source addresses are cached (the
+  first 8 bytes of the raw sockaddr, one integer each, to `(host, port)`), which skips
+  `inet_ntop`. The libc calls have no ctypes `argtypes` (pointers are prebuilt `c_void_p`)
+  and keep the GIL (`PyDLL`, `MSG_DONTWAIT`): per call, argument conversion and the GIL
+  hand-over cost more user-space instructions than the system call's own wrapper.
 - **No copies on the relay paths.** The client-to-peer payload is sent as a view of its slot;
   the peer-to-client ChannelData header is written into the 4 bytes reserved in front of the
   payload. Only STUN messages, Data indications and TCP/TLS frames are copied out.
-- **Counters once per wake-up**, from local variables, and the ChannelData forwarding inlined
-  in the UDP listener's loop.
+- **Counters once per batch**, from local variables (what was queued per run, not per
+  datagram; the drop counters only when something was dropped), and the ChannelData
+  forwarding inlined in the UDP listener's loop.
+- **Instructions, not seconds, to decide.** `python -m bench.instructions` runs stunnerd under
+  `valgrind --tool=callgrind` on a fixed workload and prints user-space instructions per
+  relayed datagram, the same on every run.
 
-Correctness is guarded without timing: `tests/unit/test_relay_path.py` checks the bytes on
-the wire for the batched (`recvmmsg`/`sendmmsg`) and the portable (`recvfrom_into`/`sendto`)
-paths against the codec, and the integration and e2e tests check every counter exactly.
+Correctness is guarded without timing: `tests/unit/test_relay_path.py` and
+`tests/unit/test_relay_batching.py` check the bytes on the wire for the batched
+(`recvmmsg`/`sendmmsg`) and the portable (`recvfrom_into`/`sendto`) paths against the codec
+and against each other (mixed clients, peers, channels, sizes, drops and refusals), and the
+integration and e2e tests check every counter exactly.
 
 ## Commands
 
