@@ -127,8 +127,9 @@ class DatagramBatch:
             self._receive.iov_words[2 * i + 1] = SLOT - HEADROOM
         # Datagram views for the portable path, one per slot.
         self._slots = [self.view[SLOT * i + HEADROOM : SLOT * (i + 1)] for i in range(BATCH)]
-        # Source addresses seen lately, raw sockaddr bytes -> (host, port): a hit costs no
-        # inet_ntop and returns a tuple whose hash is already known. Cleared when full.
+        # Source addresses seen lately, the first 8 bytes of the raw sockaddr as an integer
+        # -> (host, port): a hit costs no inet_ntop, and returns the same tuple object each
+        # time (an allocation table keyed by it matches on identity). Cleared when full.
         self._addresses: dict[int, Address] = {}
         # Destinations the other way: (host, port) -> address of its struct sockaddr_in, for
         # sendmmsg; the buffers themselves are held in the list.
@@ -220,8 +221,9 @@ class DatagramBatch:
     def _send_native(
         self, sock: socket.socket, addr: Address, starts: list[int], lengths: list[int]
     ) -> tuple[int, int]:
-        # Per run, not per datagram: the headers are filled by three strided slice
-        # assignments from arrays that C builds (no Python bytecode per datagram).
+        # Per run, not per datagram: the headers are filled by strided slice assignments
+        # from arrays that C builds (no Python bytecode per datagram); the destination only
+        # when it differs from the last run's.
         total = len(starts)
         headers = self._send
         name_address = self._sockaddrs.get(addr) or self._new_sockaddr(addr)
