@@ -91,7 +91,6 @@ class _Headers:
         self.iovecs = bytearray(BATCH * _IOVEC)
         self.address = _address_of(self.headers)
         self.pointer = ctypes.c_void_p(self.address)  # passed to libc as it is, no conversion
-        self.name = 0  # the msg_name every header holds (sends), 0: none yet
         self.words = memoryview(self.headers).cast("Q")  # 8 per header
         self.ints = memoryview(self.headers).cast("I")  # 16 per header
         self.iov_words = memoryview(self.iovecs).cast("Q")  # base, length
@@ -222,16 +221,14 @@ class DatagramBatch:
         self, sock: socket.socket, addr: Address, starts: list[int], lengths: list[int]
     ) -> tuple[int, int]:
         # Per run, not per datagram: the headers are filled by strided slice assignments
-        # from arrays that C builds (no Python bytecode per datagram); the destination only
-        # when it differs from the last run's.
+        # from arrays (the run's one destination, the iovecs).
         total = len(starts)
         headers = self._send
         name_address = self._sockaddrs.get(addr) or self._new_sockaddr(addr)
-        if name_address != headers.name:  # every header names the run's one destination
-            headers.words[0 : 8 * BATCH : 8] = _array("Q", (name_address,)) * BATCH
-            headers.name = name_address
+        headers.words[0 : 8 * total : 8] = _array("Q", (name_address,)) * total
+        base = self.base
         iov_words = headers.iov_words
-        iov_words[0 : 2 * total : 2] = _array("Q", map(self.base.__add__, starts))
+        iov_words[0 : 2 * total : 2] = _array("Q", [base + start for start in starts])
         iov_words[1 : 2 * total : 2] = _array("Q", lengths)
         fd = sock.fileno()
         first = packets = sent_bytes = 0
