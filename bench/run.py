@@ -260,7 +260,9 @@ class Bench:
     def throughput(self, echo: EchoProcess) -> None:
         say("== throughput: relayed datagrams per server CPU-second")
         runs: list[dict[str, Any]] = []
+        seconds: dict[str, float] = {}  # wall time per client transport, servers' starts included
         for spec in self.plan.loads:
+            t0 = time.monotonic()
             with (
                 self.stunnerd() as stunnerd,
                 self.coturn() as coturn,
@@ -277,7 +279,10 @@ class Bench:
                     for server in order:
                         result = self.load(server, echo, spec)
                         runs.append({**result.to_json(), "repeat": repeat})
+            seconds[spec.transport] = seconds.get(spec.transport, 0.0) + time.monotonic() - t0
         self.data["throughput"] = {"repeats": self.plan.repeats, "runs": runs}
+        self.data["throughput"]["seconds"] = {k: round(v, 1) for k, v in seconds.items()}
+        say("   (" + ", ".join(f"{k}: {v:.0f} s" for k, v in seconds.items()) + ")")
 
     def memory(self, echo: EchoProcess) -> None:
         say("== allocations, memory and scrape time")
