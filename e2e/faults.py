@@ -310,10 +310,19 @@ FAULTS: tuple[Fault, ...] = (
         (
             Edit(
                 DATAPATH,
-                "                relay.sendto(memoryview(data)[start : start + length], peer)\n"
+                "                except OSError:\n"
+                "                    drop(stats, SEND_ERROR, length)  # the kernel refused it: its"
+                " payload bytes\n"
+                "                    return size\n",
+                "                except OSError:\n"
+                "                    pass  # the kernel refused it: counted as if it had left\n",
+            ),
+            Edit(
+                DATAPATH,
+                "                relay.sendto(data[start : start + length], peer)\n"
                 "            except OSError:\n"
                 "                return 0, 0\n",
-                "                relay.sendto(memoryview(data)[start : start + length], peer)\n"
+                "                relay.sendto(data[start : start + length], peer)\n"
                 "            except OSError:\n"
                 "                pass  # the kernel refused it: counted as if it had left\n",
             ),

@@ -251,3 +251,17 @@ async def test_oversized_frame_closes_the_connection() -> None:
     transport, stats = frames_of([pack_channel_data(0x4000, b"a" * 9000, stream=True)[:100]])
     assert transport.closed and stats.rx_packets == 1
     assert stats.dropped_packets[Drop.OVERSIZE] == 1
+
+
+@pytest.mark.parametrize("native", BATCHES)
+async def test_payloads_the_kernel_refuses_are_send_errors(
+    wire: SimpleNamespace, native: bool
+) -> None:
+    one = pack_channel_data(ROUTED[0], b"abcde", stream=True)
+    many = one * 3 + pack_channel_data(ROUTED[1], b"xy", stream=True)
+    wire.relay.close()  # every send fails (EBADF)
+    for chunks, frames, payload in (([one], 1, 5), ([many], 4, 17), ([one, many], 5, 22)):
+        stats = Run(wire, chunks, native).server.stats
+        assert (stats.rx_packets, stats.cluster_tx_packets) == (frames, 0)
+        assert stats.dropped_packets[Drop.SEND_ERROR] == frames
+        assert stats.dropped_bytes[Drop.SEND_ERROR] == payload
