@@ -121,7 +121,7 @@ FULL = Plan(
 )
 QUICK = Plan(
     repeats=1,
-    loads=_loads((100,), 20_000, 5_000, 1_500) + _stream_loads((100,), 10_000, 0, 600),
+    loads=_loads((100,), 20_000, 5_000, 1_500) + _stream_loads((100,), 15_000, 0, 1_000),
     monitoring_pairs=1,
     monitoring_load=LoadSpec(1, 100, 20_000),
     memory_levels=(1_000, 10_000),
