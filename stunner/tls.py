@@ -45,7 +45,7 @@ class TlsTransport(asyncio.Transport):
         self._tls = tls
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        self._tls.send(bytes(data))
+        self._tls.send(data)
 
     def close(self) -> None:
         self._tls.close()
@@ -179,15 +179,19 @@ class TlsServerProtocol(asyncio.Protocol):
         self.inner.connection_made(TlsTransport(self))
         return True
 
-    def send(self, data: bytes) -> None:
-        if self.transport is None or self.transport.is_closing():
+    def send(self, data: bytes | bytearray | memoryview) -> None:
+        # Stream hot path (a run of frames to the client): one record, written out at once.
+        transport = self.transport
+        if transport is None or transport.is_closing():
             return
         try:
             self.sslobj.write(data)
         except ssl.SSLError:
             self.close()
             return
-        self._flush()
+        out = self.outgoing.read()
+        if out:
+            transport.write(out)
 
     def _flush(self) -> None:
         out = self.outgoing.read()

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from stunner.config.certs import server_context
-from stunner.tls import READ_CHUNK, TlsServerProtocol
+from stunner.tls import READ_CHUNK, TlsServerProtocol, TlsTransport
 from tests.support import self_signed_cert
 
 
@@ -146,3 +146,18 @@ async def test_close_notify_after_data_closes(tmp_path: Path, together: bool) ->
         session.server.data_received(goodbye)
     assert session.plaintext() == b"".join(sent)
     assert session.wire.closed
+
+
+async def test_what_the_server_writes_is_what_the_client_reads(tmp_path: Path) -> None:
+    session = Session(tmp_path)
+    session.wire.out.clear()
+    transport = TlsTransport(session.server)
+    sent = messages(random.Random(5), 20)
+    for message in sent:  # views of a larger buffer, as the relay's runs are
+        transport.write(memoryview(b"\x00" + message + b"\x00")[1:-1])
+    session.to_client.write(b"".join(session.wire.out))
+    received = b""
+    while len(received) < sum(map(len, sent)):
+        received += session.client.read(65536)
+    assert received == b"".join(sent)
+    assert transport.get_write_buffer_size() == 0  # all handed to the TCP transport
