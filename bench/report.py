@@ -667,6 +667,8 @@ def render_markdown(data: dict[str, Any], profile: dict[str, Any] | None = None)
         parts.append(f"### {table.title}\n\n{render_table(table, markdown=True)}")
         if table.note:
             parts.append(table.note)
+    if any(streams.tables(data)):
+        parts.append(streams.HOW)
     if profile:
         parts.append("## Where stunnerd's time goes")
         for table in [*perf_tables(profile), *profile_tables(profile)]:
