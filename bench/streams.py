@@ -175,6 +175,8 @@ The TLS ingress gain is the ssl module's `SSLWantReadError`: raised once per rea
 that the memory BIO was empty, it cost more than decrypting a small record; the records are
 now read only while bytes are pending, into one shared buffer. What is left is mostly the
 peer-to-client wake-up (about 30,000 instructions for one frame, 7,400 per frame at 20 per
-wake-up), where `RelayReceiver.drain`'s fixed cost and the TLS record per wake-up dominate;
-writing runs across wake-ups (one write per event-loop turn) is the next thing to try.
+wake-up), where `RelayReceiver.drain`'s fixed cost and the TLS record per wake-up dominate.
+With one allocation there is nothing to merge across wake-ups (one relay socket feeds one
+client), so the next thing to measure is that fixed cost itself, e.g. whether a wake-up with one
+datagram waiting is cheaper with `recvfrom_into` than with `recvmmsg` through ctypes.
 """
