@@ -141,8 +141,9 @@ WHERE_THE_TIME_GOES = """\
 
 Per relayed datagram, the kernel costs stunnerd and coturn about the same on TCP and TLS, as
 on UDP (profile run of 2026-12-03, perf: TCP 100 B, 1 allocation, 4.0 us against 4.3 us; TLS
-100 B, 10 paced clients, 23.5 us against 21.8 us). The gap is user space: CPython's interpreter and allocator (TCP 2.8 us per datagram, TLS 19 us) against about
-1 us of turnserver, libevent and libc for coturn. OpenSSL itself costs both servers about the
+100 B, 10 paced clients, 23.5 us against 21.8 us). The gap is user space: CPython's
+interpreter and allocator (TCP 2.8 us per datagram, TLS 19 us) against about 1 us of
+turnserver, libevent and libc for coturn. OpenSSL itself costs both servers about the
 same (libcrypto + libssl: 5.5 us for stunnerd, 4.1 us for coturn per TLS datagram).
 
 Where the Python time goes, per wake-up:
