@@ -160,8 +160,10 @@ Where the Python time goes, per wake-up:
 uclient sends about 12,000 messages a second per client, so stunnerd sits at about 20% of a
 core and most wake-ups carry one or a few frames: the fixed cost of a wake-up (the event loop's
 callback, the method calls, a `recvmmsg` through ctypes on the relay side) is most of the
-user-space time, and batching helps only when frames queue up. Instruction counts (callgrind,
-user space, per relayed 100 B frame, in process) before and after the stream-path changes:
+user-space time, and batching helps only when frames queue up. Instruction counts per relayed
+100 B frame (`python -m bench.instructions`: callgrind, user space, in process; before: the
+same harnesses on the tree at 25836e8, `--stunner TREE/stunner`) before and after the
+stream-path changes:
 
 | path | before | after |
 |---|---|---|

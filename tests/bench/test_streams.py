@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from bench import certs, report, streams
+from bench import certs, instructions, report, streams
 from bench.load import LoadResult, LoadSpec, uclient_argv
 from bench.servers import Coturn, Credentials, Stunnerd
 from stunner.config.certs import server_context
@@ -146,3 +146,10 @@ def test_profile_tables_name_the_transport_load() -> None:
     assert "stunnerd, TCP client, 100 B, 1 allocation: CPU time by binary (perf)" in titles
     assert "stunnerd profile, TCP client, 100 B, 1 allocation: top by self time" in titles
     assert streams.markdown(profile).startswith(streams.WHERE_THE_TIME_GOES)
+
+
+@needs_openssl
+@pytest.mark.parametrize("path", instructions.PATHS)
+@pytest.mark.parametrize("alone", [False, True])
+def test_instruction_count_harnesses_relay_every_frame(path: str, alone: bool) -> None:
+    instructions.run_path(path, 7, 100, 70, alone)  # asserts the count it relayed
