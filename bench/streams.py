@@ -133,7 +133,9 @@ none). The TLS loads are paced (10 clients, `-z 2`): uclient's TLS reader falls 
 that answers at once (unpaced, it counted 6-12% of the echoes, for coturn as for stunnerd), and
 with many clients it draws TLS 1.0/1.1 for some, which stunnerd's OpenSSL defaults refuse. A
 paced load means about one message per wake-up on each leg, so the TLS figures are dominated by
-what one event-loop turn costs, for both servers.
+what one event-loop turn costs, for both servers. `--profile` also profiles one TCP load (1
+allocation, unpaced) and one TLS load (as above): py-spy's summary on stunnerd, and perf on
+both servers (`bench-results/profile-tcp.txt`, `profile-tls.txt` hold py-spy's stacks).
 """
 
 WHERE_THE_TIME_GOES = """\
