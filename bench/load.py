@@ -37,24 +37,31 @@ _PROGRESS = re.compile(r"tot_send_msgs=(\d+), tot_recv_msgs=(\d+)")
 _FAILURE = re.compile(r"error \d+ \([^)]*\)|ERROR[^\n]*|Cannot[^\n]*", re.I)
 
 
+TRANSPORTS = ("udp", "tcp", "tls")
+
+
 class Measured(Protocol):
-    """What the bench needs from a server: a name, an address, and its CPU time."""
+    """What the bench needs from a server: a name, its addresses, and its CPU time."""
 
     name: str
     host: str
     port: int
+    tls_port: int | None
 
     def cpu_times(self) -> tuple[float, float]: ...
 
 
 @dataclass(frozen=True)
 class LoadSpec:
-    """uclient's ``-m`` (allocations), ``-l`` (payload bytes), ``-n`` and ``-z``."""
+    """uclient's ``-m`` (allocations), ``-l`` (payload bytes), ``-n`` and ``-z``, and the
+    client leg's transport: ``udp``, ``tcp`` (``-t``) or ``tls`` (``-t -S``). The relay leg
+    to the peer is UDP in every case."""
 
     allocations: int
     size: int
     messages: int  # per client
     interval_ms: int = 0
+    transport: str = "udp"
 
     def send_seconds(self) -> float:
         """How long one client takes to send its messages."""
@@ -84,6 +91,7 @@ class LoadResult:
     size: int
     messages: int
     interval_ms: int
+    transport: str = "udp"
     sent: int = 0
     client_rx: int = 0
     peer_rx: int = 0
@@ -168,12 +176,18 @@ def uclient_argv(
     if binary is None:
         raise FileNotFoundError(UCLIENT)
     local = ["-L", local_host] if local_host else []
+    port, transport = server.port, {"udp": [], "tcp": ["-t"], "tls": ["-t", "-S"]}
+    if spec.transport == "tls":
+        if server.tls_port is None:
+            raise ValueError(f"{server.name} serves no TLS (is openssl installed?)")
+        port = server.tls_port
     return [
         binary,
         *local,
+        *transport[spec.transport],  # uclient does not verify a TLS server's certificate
         "-u", creds[0],
         "-w", creds[1],
-        "-p", str(server.port),
+        "-p", str(port),
         "-e", peer[0],
         "-r", str(peer[1]),
         "-m", str(spec.allocations),
@@ -224,7 +238,9 @@ def run_load(
     on_quiet: Callable[[], None] | None = None,
 ) -> LoadResult:
     """Run uclient once against ``server`` and measure the traffic window (see module doc)."""
-    result = LoadResult(server.name, spec.allocations, spec.size, spec.messages, spec.interval_ms)
+    result = LoadResult(
+        server.name, spec.allocations, spec.size, spec.messages, spec.interval_ms, spec.transport
+    )
     argv = uclient_argv(server, creds, echo.address, spec, local_host)
     result.argv = argv
     total = spec.allocations * spec.messages

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import streams
+
 SERVERS = ("stunnerd", "coturn")
 RATIO_TARGET = 0.8
 MONITORING_TARGET_PCT = 3.0
@@ -105,9 +107,15 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
-def cells(data: dict[str, Any]) -> list[dict[str, Any]]:
-    """One entry per (size, allocations): each server's aggregate and the ratio."""
+def transport_runs(data: dict[str, Any], transport: str = "udp") -> list[dict[str, Any]]:
+    """The throughput runs with ``transport`` client legs (runs from before TCP/TLS: UDP)."""
     runs = data.get("throughput", {}).get("runs", [])
+    return [r for r in runs if r.get("transport", "udp") == transport]
+
+
+def cells(data: dict[str, Any], transport: str = "udp") -> list[dict[str, Any]]:
+    """One entry per (size, allocations): each server's aggregate and the ratio."""
+    runs = transport_runs(data, transport)
     keys = sorted({(r["size"], r["allocations"]) for r in runs})
     out = []
     for size, allocations in keys:
@@ -124,9 +132,9 @@ def cells(data: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def size_ratio(data: dict[str, Any], size: int) -> float | None:
+def size_ratio(data: dict[str, Any], size: int, transport: str = "udp") -> float | None:
     """stunnerd/coturn over all runs at ``size`` bytes: total datagrams per total CPU."""
-    runs = [r for r in data.get("throughput", {}).get("runs", []) if r["size"] == size]
+    runs = [r for r in transport_runs(data, transport) if r["size"] == size]
     rates = []
     for server in SERVERS:
         agg = aggregate(r for r in runs if r["server"] == server)
@@ -198,15 +206,15 @@ def evaluate_targets(data: dict[str, Any]) -> list[dict[str, Any]]:
             "met": None if scrape is None else scrape < SCRAPE_TARGET_MS,
         }
     )
-    return targets
+    return targets + streams.targets(data)
 
 
 # tables
 
 
-def throughput_table(data: dict[str, Any]) -> Table:
+def throughput_table(data: dict[str, Any], transport: str = "udp") -> Table:
     rows = []
-    for cell in cells(data):
+    for cell in cells(data, transport):
         s, c = cell["stunnerd"], cell["coturn"]
         rows.append(
             [
@@ -224,8 +232,9 @@ def throughput_table(data: dict[str, Any]) -> Table:
             ]
         )
     repeats = data.get("throughput", {}).get("repeats", 1)
+    leg = "" if transport == "udp" else f", {transport.upper()} clients"
     return Table(
-        "Relayed datagrams per server CPU-second (both directions)",
+        f"Relayed datagrams per server CPU-second (both directions){leg}",
         [
             "payload",
             "allocs",
@@ -245,9 +254,9 @@ def throughput_table(data: dict[str, Any]) -> Table:
     )
 
 
-def spread_table(data: dict[str, Any]) -> Table:
+def spread_table(data: dict[str, Any], transport: str = "udp") -> Table:
     rows = []
-    for cell in cells(data):
+    for cell in cells(data, transport):
         for server in SERVERS:
             agg = cell[server]
             if agg:
@@ -264,8 +273,9 @@ def spread_table(data: dict[str, Any]) -> Table:
                     ]
                 )
     headers = ["payload", "allocs", "server", "runs", "min /CPU-s", "max /CPU-s"]
+    leg = "" if transport == "udp" else f" ({transport.upper()} clients)"
     return Table(
-        "Run-to-run spread, and where the loss went",
+        f"Run-to-run spread, and where the loss went{leg}",
         [*headers, "lost", "UDP RcvbufErrors"],
         rows,
         "lost = messages sent - echoes received; UDP RcvbufErrors = datagrams dropped at a full "
@@ -410,7 +420,7 @@ def machine_table(data: dict[str, Any]) -> Table:
     return Table("Machine", ["", ""], [[label, str(m.get(k, "-"))] for k, label in keys])
 
 
-def profile_tables(profile: dict[str, Any]) -> list[Table]:
+def profile_tables(profile: dict[str, Any], label: str = "100 B, 1 allocation") -> list[Table]:
     summary = profile.get("summary", {})
     out = []
     kinds = (("categories", "kind of code"), ("self", "self time"), ("inclusive", "inclusive time"))
@@ -420,7 +430,7 @@ def profile_tables(profile: dict[str, Any]) -> list[Table]:
         ]
         out.append(
             Table(
-                f"stunnerd profile, 100 B, 1 allocation: top by {title}",
+                f"stunnerd profile, {label}: top by {title}",
                 ["function", "samples", "share"],
                 rows,
                 f"{summary.get('samples', 0)} busy samples at {profile.get('rate', '')} Hz "
@@ -431,7 +441,7 @@ def profile_tables(profile: dict[str, Any]) -> list[Table]:
     return out
 
 
-def perf_tables(profile: dict[str, Any]) -> list[Table]:
+def perf_tables(profile: dict[str, Any], label: str = "100 B, 1 allocation") -> list[Table]:
     """perf's split of each server's CPU time, also in microseconds per relayed datagram."""
     out = []
     for server, perf in (profile.get("perf") or {}).items():
@@ -452,7 +462,7 @@ def perf_tables(profile: dict[str, Any]) -> list[Table]:
             if rows:
                 out.append(
                     Table(
-                        f"{server}, 100 B, 1 allocation: {title} (perf)",
+                        f"{server}, {label}: {title} (perf)",
                         [header, "share", "us per datagram"],
                         rows,
                         f"perf record -e cpu-clock at {profile.get('rate', '')} Hz during "
@@ -464,14 +474,14 @@ def perf_tables(profile: dict[str, Any]) -> list[Table]:
     return out
 
 
-def baseline_table(data: dict[str, Any]) -> Table | None:
+def baseline_table(data: dict[str, Any], transport: str = "udp") -> Table | None:
     """stunnerd against an older tree of itself, same loads, same run (bench --baseline)."""
     baseline = data.get("baseline")
-    runs = data.get("throughput", {}).get("runs", [])
+    runs = transport_runs(data, transport)
     if not baseline or not any(r["server"] == "baseline" for r in runs):
         return None
     rows = []
-    for cell in cells(data):
+    for cell in cells(data, transport):
         key = (cell["size"], cell["allocations"])
         before = aggregate(
             r for r in runs if (r["server"], r["size"], r["allocations"]) == ("baseline", *key)
@@ -492,9 +502,10 @@ def baseline_table(data: dict[str, Any]) -> Table | None:
                 fmt_ratio(ratio(rate["after"], rate["coturn"])),
             ]
         )
+    leg = "" if transport == "udp" else f", {transport.upper()} clients"
     return Table(
         f"Before and after: stunnerd at {baseline['ref']} ({baseline['commit'][:10]}) against "
-        "this tree",
+        f"this tree{leg}",
         [
             "payload",
             "allocs",
@@ -521,12 +532,14 @@ def tables(data: dict[str, Any]) -> list[Table]:
         monitoring_table(data),
         memory_table(data),
         workers_table(data),
+        *streams.tables(data),
     ]
 
 
 def render_text(data: dict[str, Any] | None, profile: dict[str, Any] | None = None) -> str:
     parts = []
     extra = [*perf_tables(profile), *profile_tables(profile)] if profile else []
+    extra += streams.profile_tables(profile or {})
     for table in [*(tables(data) if data else []), *extra]:
         if not table.rows:
             continue
@@ -665,11 +678,14 @@ def render_markdown(data: dict[str, Any], profile: dict[str, Any] | None = None)
         parts.append(f"### {table.title}\n\n{render_table(table, markdown=True)}")
         if table.note:
             parts.append(table.note)
+    if any(streams.tables(data)):
+        parts.append(streams.HOW)
     if profile:
         parts.append("## Where stunnerd's time goes")
         for table in [*perf_tables(profile), *profile_tables(profile)]:
             parts.append(f"### {table.title}\n\n{render_table(table, markdown=True)}")
             parts.append(table.note)
+        parts += [text for text in [streams.markdown(profile)] if text]
     commands = {**data.get("commands", {}), **(profile or {}).get("commands", {})}
     if commands:
         parts.append("## Exact commands of this run")

@@ -36,7 +36,7 @@ from typing import Any
 import stunner
 from testkit.echo import EchoProcess
 
-from . import procstat, report
+from . import procstat, report, streams
 from .driver import AllocationDriver, raise_nofile
 from .load import LoadResult, LoadSpec, run_load
 from .profile import RATE, Perf, PySpy, pyspy_version, summarize
@@ -52,6 +52,7 @@ from .servers import (
     stunnerd_supports_workers,
     udp_buffers,
 )
+from .streams import TLS_INTERVAL_MS
 
 STUNNERD_HOST = "127.0.0.11"
 COTURN_HOST = "127.0.0.12"
@@ -92,9 +93,25 @@ def _loads(sizes: tuple[int, ...], one: int, ten: int, hundred: int) -> tuple[Lo
     )
 
 
+def _stream_loads(
+    sizes: tuple[int, ...], tcp_one: int, tcp_ten: int, tls_ten: int
+) -> tuple[LoadSpec, ...]:
+    """TCP and TLS client legs (bench.streams says why TLS is paced)."""
+    return tuple(
+        spec
+        for size in sizes
+        for spec in (
+            LoadSpec(1, size, tcp_one, transport="tcp"),
+            *([LoadSpec(10, size, tcp_ten, transport="tcp")] if tcp_ten else []),
+            LoadSpec(10, size, tls_ten, TLS_INTERVAL_MS, transport="tls"),
+        )
+    )
+
+
 FULL = Plan(
     repeats=2,
-    loads=_loads((100, 1000), 50_000, 15_000, 4_000),
+    loads=_loads((100, 1000), 50_000, 15_000, 4_000)
+    + _stream_loads((100, 1000), 30_000, 6_000, 1_500),
     monitoring_pairs=3,
     monitoring_load=LoadSpec(1, 100, 80_000),
     memory_levels=(1_000, 10_000),
@@ -104,7 +121,7 @@ FULL = Plan(
 )
 QUICK = Plan(
     repeats=1,
-    loads=_loads((100,), 20_000, 5_000, 1_500),
+    loads=_loads((100,), 20_000, 5_000, 1_500) + _stream_loads((100,), 15_000, 0, 1_000),
     monitoring_pairs=1,
     monitoring_load=LoadSpec(1, 100, 20_000),
     memory_levels=(1_000, 10_000),
@@ -120,8 +137,9 @@ def say(text: str) -> None:
 
 
 def describe(spec: LoadSpec) -> str:
+    leg = "" if spec.transport == "udp" else f"{spec.transport.upper()} client, "
     return (
-        f"{spec.size} B, {spec.allocations} allocation(s), {spec.messages} messages each, "
+        f"{leg}{spec.size} B, {spec.allocations} allocation(s), {spec.messages} messages each, "
         f"-z {spec.interval_ms}"
     )
 
@@ -167,7 +185,8 @@ class Bench:
             server, (self.creds.user, self.creds.password), echo, spec,
             local_host=self.client_host(), **hooks,
         )  # fmt: skip
-        self.command(f"uclient ({spec.allocations} allocations)", result.argv)
+        leg = "" if spec.transport == "udp" else f", {spec.transport.upper()}"
+        self.command(f"uclient ({spec.allocations} allocations{leg})", result.argv)
         status = "ok" if result.ok else f"FAILED: {result.error}"
         say(
             f"  {server.name:8s} {describe(spec)}: {result.per_cpu_s:,.0f} datagrams/CPU-s, "
@@ -241,7 +260,9 @@ class Bench:
     def throughput(self, echo: EchoProcess) -> None:
         say("== throughput: relayed datagrams per server CPU-second")
         runs: list[dict[str, Any]] = []
+        seconds: dict[str, float] = {}  # wall time per client transport, servers' starts included
         for spec in self.plan.loads:
+            t0 = time.monotonic()
             with (
                 self.stunnerd() as stunnerd,
                 self.coturn() as coturn,
@@ -258,7 +279,10 @@ class Bench:
                     for server in order:
                         result = self.load(server, echo, spec)
                         runs.append({**result.to_json(), "repeat": repeat})
+            seconds[spec.transport] = seconds.get(spec.transport, 0.0) + time.monotonic() - t0
         self.data["throughput"] = {"repeats": self.plan.repeats, "runs": runs}
+        self.data["throughput"]["seconds"] = {k: round(v, 1) for k, v in seconds.items()}
+        say("   (" + ", ".join(f"{k}: {v:.0f} s" for k, v in seconds.items()) + ")")
 
     def memory(self, echo: EchoProcess) -> None:
         say("== allocations, memory and scrape time")
@@ -374,6 +398,7 @@ class Bench:
             r
             for r in self.data.get("throughput", {}).get("runs", [])
             if r["server"] == "stunnerd"
+            and r.get("transport", "udp") == spec.transport
             and (r["allocations"], r["size"], r["messages"], r["interval_ms"])
             == (spec.allocations, spec.size, spec.messages, spec.interval_ms)
         ]
@@ -412,6 +437,7 @@ class Bench:
         with self.coturn() as coturn:
             if coturn is not None:
                 profile["perf"]["coturn"] = self.perf_profile(coturn, echo, spec)
+        profile["transports"] = streams.profile(self, echo)
         return profile
 
     def perf_profile(

@@ -1,12 +1,15 @@
 """The two servers under test, as child processes on loopback: stunnerd and coturn.
 
 Both get the same user, realm, relay port range and peer, and both are probed the same way
-(a STUN Binding request) before the bench trusts them. Every process started here is stopped
+(a STUN Binding request) before the bench trusts them. Both serve TURN over UDP and TCP on
+``port`` and over TLS on ``tls_port`` (a self-signed certificate from ``bench.certs``; None
+when openssl is missing). Every process started here is stopped
 by PID in ``stop()``, which callers run in ``finally``.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -25,7 +28,7 @@ from typing import Any
 from stunner.stun import Class, Message, Method, parse_message
 from testkit.ports import free_port
 
-from . import child, procstat
+from . import certs, child, procstat
 
 REPO = Path(__file__).resolve().parent.parent
 RELAY_PORTS = (20000, 59999)
@@ -75,8 +78,13 @@ class ServerProcess:
     def __init__(self, workdir: Path, host: str, creds: Credentials) -> None:
         self.workdir = workdir
         self.host = host
-        self.port = free_port(host)
+        self.port = free_port(host)  # UDP and TCP
         self.creds = creds
+        self.tls_port: int | None = None
+        self.cert: tuple[Path, Path] | None = None
+        if certs.openssl_binary() is not None:
+            self.tls_port = free_port(host, udp=False)
+            self.cert = certs.self_signed(workdir)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = workdir / f"{self.name}.log"
         self.argv: list[str] = []
@@ -162,7 +170,8 @@ class ServerProcess:
 
 
 class Stunnerd(ServerProcess):
-    """stunnerd with one UDP listener on ``host`` and a STATIC cluster holding the peer."""
+    """stunnerd with UDP, TCP (same port) and TLS listeners on ``host`` and a STATIC cluster
+    holding the peer."""
 
     name = "stunnerd"
 
@@ -197,6 +206,27 @@ class Stunnerd(ServerProcess):
     def metrics_url(self) -> str:
         return f"http://{self.host}:{self.metrics_port}/metrics"
 
+    def listener(self, protocol: str, port: int) -> dict[str, Any]:
+        return {
+            "name": f"bench/{protocol.lower()}",
+            "protocol": protocol,
+            "address": self.host,
+            "port": port,
+            "min_relay_port": RELAY_PORTS[0],
+            "max_relay_port": RELAY_PORTS[1],
+            "routes": ["bench/peer"],
+        }
+
+    def listeners(self) -> list[dict[str, Any]]:
+        """UDP as before (its figures stay comparable), TCP on the same port, TLS if a
+        certificate could be made."""
+        out = [self.listener("UDP", self.port), self.listener("TCP", self.port)]
+        if self.tls_port is not None and self.cert is not None:
+            tls = self.listener("TLS", self.tls_port)
+            tls["cert"], tls["key"] = (base64.b64encode(p.read_bytes()).decode() for p in self.cert)
+            out.append(tls)
+        return out
+
     def config(self) -> dict[str, Any]:
         return {
             "version": "v1alpha1",
@@ -205,23 +235,15 @@ class Stunnerd(ServerProcess):
                 "loglevel": "all:INFO",
                 "metrics_endpoint": self.metrics_url if self.metrics else "",
                 "healthcheck_endpoint": f"http://{self.host}:{self.health_port}",
+                # uclient -t -m N opens 2N connections from one address; coturn caps none.
+                "limits": {"tcp_connections_per_source": 0},
             },
             "auth": {
                 "type": "plaintext",
                 "realm": self.creds.realm,
                 "credentials": {"username": self.creds.user, "password": self.creds.password},
             },
-            "listeners": [
-                {
-                    "name": "bench/udp",
-                    "protocol": "UDP",
-                    "address": self.host,
-                    "port": self.port,
-                    "min_relay_port": RELAY_PORTS[0],
-                    "max_relay_port": RELAY_PORTS[1],
-                    "routes": ["bench/peer"],
-                }
-            ],
+            "listeners": self.listeners(),
             "clusters": [
                 {"name": "bench/peer", "type": "STATIC", "endpoints": [self.peer_host]},
             ],
@@ -297,11 +319,15 @@ class Coturn(ServerProcess):
         if binary is None:
             raise FileNotFoundError("turnserver")
         creds = self.creds
+        tls = ["--no-tls"]
+        if self.tls_port is not None and self.cert is not None:
+            tls = ["--cert", str(self.cert[0]), "--pkey", str(self.cert[1]),
+                   "--tls-listening-port", str(self.tls_port)]  # fmt: skip
         return [
             binary,
             "-n",  # no config file
             "--no-cli",
-            "--no-tls",
+            *tls,
             "--no-dtls",
             "--listening-ip", self.host,
             "--relay-ip", self.host,

@@ -62,10 +62,10 @@ FAULTS: tuple[Fault, ...] = (
             ),
             Edit(
                 DATAPATH,
-                "                    stats.cluster_tx_packets += 1\n"
-                "                    stats.cluster_tx_bytes += length\n",
-                "                    stats.cluster_rx_packets += 1\n"
-                "                    stats.cluster_rx_bytes += length\n",
+                "            stats.cluster_tx_packets += relayed\n"
+                "            stats.cluster_tx_bytes += relayed_bytes\n",
+                "            stats.cluster_rx_packets += relayed\n"
+                "            stats.cluster_rx_bytes += relayed_bytes\n",
             ),
             Edit(
                 DATAPATH,
@@ -83,14 +83,8 @@ FAULTS: tuple[Fault, ...] = (
         (
             Edit(
                 DATAPATH,
-                "        size = len(frame)\n        stats.rx_packets += 1\n",
-                "        size = len(frame)\n",
-            ),
-            Edit(
-                LISTENER,
-                "        # reads goes through the buffer.\n",
-                "        # reads goes through the buffer.\n"
-                "        self.server.stats.rx_packets += 1\n",
+                "            stats.rx_packets += rx\n",
+                "            stats.rx_packets += 1  # one per read call\n",
             ),
         ),
         ("test_shapes",),
@@ -101,8 +95,8 @@ FAULTS: tuple[Fault, ...] = (
         (
             Edit(
                 LISTENER,
-                "        if pos < size:\n            self.buffer += data[pos:]\n",
-                "        if pos < size:\n            self.server.stats.rx_packets += 1\n"
+                "        if pos < len(data):\n            self.buffer += data[pos:]\n",
+                "        if pos < len(data):\n            self.server.stats.rx_packets += 1\n"
                 "            self.buffer += data[pos:]\n",
             ),
         ),
@@ -317,19 +311,20 @@ FAULTS: tuple[Fault, ...] = (
             Edit(
                 DATAPATH,
                 "                except OSError:\n"
-                "                    reason = SEND_ERROR  # the kernel refused it (full buffer,"
-                " unreachable)\n"
-                "                    size = length  # send errors count the bytes that did not"
-                " leave\n"
-                "                else:\n"
-                "                    stats.cluster_tx_packets += 1\n"
-                "                    stats.cluster_tx_bytes += length\n"
-                "                    return\n",
+                "                    drop(stats, SEND_ERROR, length)  # the kernel refused it: its"
+                " payload bytes\n"
+                "                    return size\n",
                 "                except OSError:\n"
-                "                    pass  # the kernel refused it\n"
-                "                stats.cluster_tx_packets += 1  # counted as if it had left\n"
-                "                stats.cluster_tx_bytes += length\n"
-                "                return\n",
+                "                    pass  # the kernel refused it: counted as if it had left\n",
+            ),
+            Edit(
+                DATAPATH,
+                "                relay.sendto(data[start : start + length], peer)\n"
+                "            except OSError:\n"
+                "                return 0, 0\n",
+                "                relay.sendto(data[start : start + length], peer)\n"
+                "            except OSError:\n"
+                "                pass  # the kernel refused it: counted as if it had left\n",
             ),
         ),
         ("test_shapes",),

@@ -1,10 +1,11 @@
 """Listener transports: the UDP, TCP and TLS sockets of one listener, feeding one ``TurnServer``.
 
-A listener owns sockets and framing only. A UDP socket is drained by
-``stunner.turn.datapath.DatagramIngress``; a TCP/TLS connection cuts its byte stream into
-frames (``StreamConnectionProtocol.data_received``) and hands each to its
-``stunner.turn.datapath.StreamIngress``. Relaying, TURN rules and counting live there; the
-open connections (and how many per source) live here, in ``StreamConnections``.
+A listener owns sockets and connections only. A UDP socket is drained by
+``stunner.turn.datapath.DatagramIngress``; a TCP/TLS connection hands what it reads
+(``StreamConnectionProtocol.data_received``) to its ``stunner.turn.datapath.StreamIngress``,
+which cuts it into frames, and keeps an unfinished frame for the next read. Relaying, TURN
+rules and counting live there; the open connections (and how many per source) live here, in
+``StreamConnections``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from .config import LimitsConfig, ListenerConfig
 from .config.certs import server_context as ssl_context
 from .ratelog import RateLimitedLog
 from .stats import ListenerStats
-from .stun.channel import stream_frame_length
 from .tls import TlsServerProtocol
 from .turn import AllocationObserver, DeleteReason, StreamClient, TurnServer
 from .turn.datapath import AllocationCounter, DatagramIngress, StreamIngress
@@ -120,7 +120,6 @@ class StreamConnectionProtocol(asyncio.Protocol):
         self.buffer = bytearray()
         self.client: StreamClient | None = None
         self.ingress: StreamIngress | None = None
-        self.frame_received: Callable[[bytes], None] = _not_connected
         self.transport: asyncio.Transport | None = None
         self.source = ""
         self.last_frame = 0.0
@@ -137,7 +136,6 @@ class StreamConnectionProtocol(asyncio.Protocol):
             self._stalled,
         )
         self.ingress = StreamIngress(self.server, self.client)
-        self.frame_received = self.ingress.frame
         self.ingress.opened()
         self.source = peer[0]
         if not self.admitted:
@@ -187,31 +185,21 @@ class StreamConnectionProtocol(asyncio.Protocol):
             self.server.connection_closed(self.client)
 
     def data_received(self, data: bytes) -> None:
-        # Stream hot path: frames are cut straight out of ``data``; only a frame split across
-        # reads goes through the buffer.
+        # Stream hot path: the ingress cuts and relays the frames straight out of ``data``;
+        # only a frame split across reads goes through the buffer.
         if self.buffer:
             self.buffer += data
             data = bytes(self.buffer)
             self.buffer.clear()
-        size = len(data)
-        pos = 0
-        max_frame = self.server.limits.max_message_size
-        frame_received = self.frame_received
-        while size - pos >= 4:
-            total = stream_frame_length(data, pos)
-            if total == 0 or total > max_frame:
-                # Not STUN or ChannelData, or too large: the stream cannot be resynchronised.
-                assert self.ingress is not None and self.transport is not None
-                self.ingress.unframeable(size - pos, oversize=total > max_frame)
-                self.transport.close()
-                return
-            if size - pos < total:
-                break
-            frame_received(data if total == size else data[pos : pos + total])
-            pos += total
+        assert self.ingress is not None
+        pos = self.ingress.frames(data, self.server.limits.max_message_size)
+        if pos < 0:  # bytes that start no frame: counted, and the stream cannot resync
+            assert self.transport is not None
+            self.transport.close()
+            return
         if pos:
             self.last_frame = asyncio.get_running_loop().time()
-        if pos < size:
+        if pos < len(data):
             self.buffer += data[pos:]
 
 
@@ -219,10 +207,6 @@ def _abort_all(transports: list[asyncio.Transport]) -> None:
     """Reset what a close could not end (no-op on a connection that has closed)."""
     for transport in transports:
         transport.abort()
-
-
-def _not_connected(frame: bytes) -> None:
-    raise RuntimeError("data before connection_made")
 
 
 class Listener:

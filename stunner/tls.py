@@ -17,6 +17,9 @@ from collections.abc import Callable
 from typing import Any, Protocol, cast
 
 READ_CHUNK = 65536
+# Plaintext is decrypted into one buffer for every connection of the process (the event loop
+# runs one callback at a time, and the inner protocol gets a copy), not one per connection.
+_PLAIN_VIEW = memoryview(bytearray(READ_CHUNK))
 
 HandshakeFailed = Callable[[tuple[str, int], str, int], None]
 """Told (client address, why, log level) when a handshake fails: the listener logs it."""
@@ -42,7 +45,7 @@ class TlsTransport(asyncio.Transport):
         self._tls = tls
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        self._tls.send(bytes(data))
+        self._tls.send(data)
 
     def close(self) -> None:
         self._tls.close()
@@ -119,29 +122,43 @@ class TlsServerProtocol(asyncio.Protocol):
             self.on_failure = _ignore
 
     def data_received(self, data: bytes) -> None:
-        self.incoming.write(data)
+        # Stream hot path: the records are decrypted into the shared plaintext buffer, and
+        # only while the memory BIO (or the session) still holds bytes, so a read that ends
+        # on a record boundary costs no SSLWantReadError; the inner protocol gets one copy.
+        incoming = self.incoming
+        incoming.write(data)
         if self.inner is None and not self._handshake():
             return
-        plain = []
+        sslobj, view = self.sslobj, _PLAIN_VIEW
+        filled = 0
         closing = False
-        while True:
+        while incoming.pending or sslobj.pending():
             try:
-                chunk = self.sslobj.read(READ_CHUNK)
+                # With a buffer, read returns the byte count (typeshed says bytes).
+                count = cast(int, sslobj.read(READ_CHUNK - filled, view[filled:]))
             except ssl.SSLWantReadError:
-                break
+                break  # the rest of a record is still on its way
             except (ssl.SSLZeroReturnError, ssl.SSLError):
                 closing = True
                 break
-            if not chunk:  # the peer's close_notify
+            if not count:  # the peer's close_notify
                 closing = True
                 break
-            plain.append(chunk)
-        if plain and self.inner is not None:
-            self.inner.data_received(b"".join(plain))
+            filled += count
+            if filled == READ_CHUNK:
+                self._deliver(filled)
+                filled = 0
+        if filled:
+            self._deliver(filled)
         if closing:
             self.close()
         else:
             self._flush()
+
+    def _deliver(self, size: int) -> None:
+        """The first ``size`` bytes of the plaintext buffer, copied, to the inner protocol."""
+        if self.inner is not None:
+            self.inner.data_received(_PLAIN_VIEW[:size].tobytes())
 
     def _handshake(self) -> bool:
         try:
@@ -162,15 +179,19 @@ class TlsServerProtocol(asyncio.Protocol):
         self.inner.connection_made(TlsTransport(self))
         return True
 
-    def send(self, data: bytes) -> None:
-        if self.transport is None or self.transport.is_closing():
+    def send(self, data: bytes | bytearray | memoryview) -> None:
+        # Stream hot path (a run of frames to the client): one record, written out at once.
+        transport = self.transport
+        if transport is None or transport.is_closing():
             return
         try:
             self.sslobj.write(data)
         except ssl.SSLError:
             self.close()
             return
-        self._flush()
+        out = self.outgoing.read()
+        if out:
+            transport.write(out)
 
     def _flush(self) -> None:
         out = self.outgoing.read()

@@ -1,7 +1,7 @@
 """Relaying and its counting, both directions, for datagram and stream clients.
 
-Client to peer: ``DatagramIngress.drain`` reads a UDP listener socket, ``StreamIngress.frame``
-takes one frame that a TCP/TLS connection has cut out of its byte stream, ``forward_send``
+Client to peer: ``DatagramIngress.drain`` reads a UDP listener socket, ``StreamIngress.frames``
+cuts what a TCP/TLS connection read into frames and relays them, ``forward_send``
 relays the payload of a Send indication. Peer to client: ``RelayReceiver.drain`` reads an
 allocation's relay socket. The channel and permission rules come from ``Allocation``
 (``routes``, ``permits``); STUN goes to ``TurnServer.handle_stun``, whose answers leave
@@ -12,7 +12,7 @@ to relay, answer or drop is made; ``AllocationCounter`` counts the allocation to
 core's lifecycle events. Gauges are not kept here: the telemetry collector derives them from
 the live tables when it is scraped.
 
-The two drains and ``StreamIngress.frame`` are the hot path: local variables and C calls per
+The two drains and ``StreamIngress.frames`` are the hot path: local variables and C calls per
 datagram, counters kept in locals and added once per wake-up; no logging, tasks, locks or
 allocation beyond the frames themselves.
 """
@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..batchio import BATCH, OFFSETS, DatagramBatch, shared_batch
+from ..batchio import BATCH, HEADROOM, OFFSETS, SLOT, DatagramBatch, shared_batch
 from ..stats import DELETE_REASONS, DURATION_BUCKETS, Drop, ListenerStats
 from ..stun import Address, Class, Message, Method
 from .allocation import Allocation
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from .server import TurnServer
 
 _CHANNEL_HEADER = struct.Struct("!HH").unpack_from
+RUN_BYTES = BATCH * SLOT  # a run of stream frames is copied into the batch memory: it fits
 NO_PERMISSION, NO_CHANNEL, MALFORMED = Drop.NO_PERMISSION, Drop.NO_CHANNEL, Drop.MALFORMED
 SEND_ERROR, OVERSIZE = Drop.SEND_ERROR, Drop.OVERSIZE
 # The largest peer datagram that still fits a ChannelData datagram to a UDP client (IPv4).
@@ -190,16 +191,19 @@ class DatagramIngress:
 
 
 class StreamIngress:
-    """The frames of one TCP/TLS connection, once the listener has cut them out of the byte
-    stream: ChannelData relayed here, STUN to the server."""
+    """The frames of one TCP/TLS connection: ``frames`` cuts what a read brought into STUN
+    and ChannelData frames; ChannelData is relayed here, STUN goes to the server."""
 
-    __slots__ = ("allocations", "client", "handle_stun", "stats")
+    __slots__ = ("allocations", "batch", "client", "handle_stun", "stats")
 
-    def __init__(self, server: TurnServer, client: StreamClient) -> None:
+    def __init__(
+        self, server: TurnServer, client: StreamClient, batch: DatagramBatch | None = None
+    ) -> None:
         self.allocations = server.allocations
         self.handle_stun = server.handle_stun
         self.stats = server.stats
         self.client = client
+        self.batch = batch or shared_batch()
 
     def opened(self) -> None:
         """A connection was accepted (whether or not the listener then keeps it)."""
@@ -216,37 +220,140 @@ class StreamIngress:
         stats.dropped_packets[reason] += 1
         stats.dropped_bytes[reason] += size
 
-    def frame(self, frame: bytes) -> None:
-        # Stream hot path: one call per frame, two dict lookups and one sendto for ChannelData.
-        # A drop is two list-item increments, and only on the way that drops.
-        stats = self.stats
-        size = len(frame)
-        stats.rx_packets += 1
-        stats.rx_bytes += size
-        if frame[0] & 0xC0 != 0x40:
-            self.handle_stun(frame, self.client)
-            return
-        alloc = self.allocations.get(self.client)
-        reason = NO_CHANNEL
-        if alloc is not None:
-            channel, length = _CHANNEL_HEADER(frame)
+    def frames(self, data: bytes, max_frame: int) -> int:
+        """Handle every whole frame at the start of ``data``; return how many bytes they took
+        (the rest is an unfinished frame), or -1 once bytes start no frame, or one longer than
+        ``max_frame`` (counted by ``unframeable``; the caller closes the connection)."""
+        # Stream hot path. Per frame: its header read in place, one dict lookup, and the
+        # payload's place queued; consecutive ChannelData frames to the same relay socket and
+        # peer leave as one run, copied once into the batch memory and sent with one
+        # sendmmsg. STUN is copied out and handled after the run before it has left, so a
+        # Send indication cannot overtake ChannelData. Counters in locals, added once.
+        size = len(data)
+        allocations, client = self.allocations, self.client
+        alloc = allocations.get(client)
+        if size >= 4 and data[0] & 0xC0 == 0x40 and alloc is not None:
+            # A read that is one relayed ChannelData frame (smooth traffic): sent at once.
+            channel, length = _CHANNEL_HEADER(data)
             to = alloc.routes.get(channel)
-            if to is not None and length <= size - 4:
+            if to is not None and (length + 7) & ~3 == size <= max_frame:
+                stats = self.stats
+                stats.rx_packets += 1
+                stats.rx_bytes += size
                 try:
-                    alloc.relay.sendto(frame[4 : 4 + length], to)  # type: ignore[union-attr]
+                    alloc.relay.sock.sendto(data[4 : 4 + length], to)  # type: ignore[union-attr]
                 except OSError:
-                    reason = SEND_ERROR  # the kernel refused it (full buffer, unreachable)
-                    size = length  # send errors count the bytes that did not leave
+                    drop(stats, SEND_ERROR, length)  # the kernel refused it: its payload bytes
+                    return size
+                stats.cluster_tx_packets += 1
+                stats.cluster_tx_bytes += length
+                return size
+        pos = 0
+        relay: socket.socket | None = None
+        peer: Address | None = None
+        run_start = 0  # where the queued run begins in ``data``
+        starts: list[int] = []
+        lengths: list[int] = []
+        rx = rx_bytes = queued = queued_bytes = relayed = relayed_bytes = 0
+        no_channel = no_channel_bytes = no_permission = no_permission_bytes = 0
+        try:
+            while size - pos >= 4:
+                kind = data[pos] & 0xC0
+                channel, length = _CHANNEL_HEADER(data, pos)
+                if kind == 0x40:
+                    total = (length + 7) & ~3  # header, payload, padding to 4 (RFC 8656 12.5)
+                elif kind == 0:
+                    total = 20 + length  # a STUN message
                 else:
-                    stats.cluster_tx_packets += 1
-                    stats.cluster_tx_bytes += length
-                    return
-            elif to is not None:
-                reason = MALFORMED  # the length field lies
-            elif channel in alloc.channels:
-                reason = NO_PERMISSION  # bound, but its peer's permission is gone
-        stats.dropped_packets[reason] += 1
-        stats.dropped_bytes[reason] += size
+                    total = 0
+                if total == 0 or total > max_frame:
+                    # Not STUN or ChannelData, or too large: the stream cannot be resynchronised.
+                    self.unframeable(size - pos, oversize=total > max_frame)
+                    return -1
+                if size - pos < total:
+                    break
+                rx += 1
+                rx_bytes += total
+                if kind == 0:
+                    packets, sent = self._send_run(data, run_start, relay, peer, starts, lengths)
+                    relayed += packets
+                    relayed_bytes += sent
+                    self.handle_stun(data[pos : pos + total], client)
+                    alloc = allocations.get(client)  # the request may have made or ended it
+                    pos += total
+                    continue
+                to = alloc.routes.get(channel) if alloc is not None else None
+                if to is None:
+                    if alloc is not None and channel in alloc.channels:
+                        no_permission += 1  # bound, but its peer's permission is gone
+                        no_permission_bytes += total
+                    else:
+                        no_channel += 1
+                        no_channel_bytes += total
+                    pos += total
+                    continue
+                sock = alloc.relay.sock  # type: ignore[union-attr]
+                if (
+                    sock is not relay
+                    or to is not peer
+                    or len(starts) == BATCH
+                    or pos + total - run_start > RUN_BYTES
+                ):
+                    packets, sent = self._send_run(data, run_start, relay, peer, starts, lengths)
+                    relayed += packets
+                    relayed_bytes += sent
+                    relay, peer, run_start = sock, to, pos
+                starts.append(pos + 4 - run_start)
+                lengths.append(length)
+                queued += 1
+                queued_bytes += length
+                pos += total
+            packets, sent = self._send_run(data, run_start, relay, peer, starts, lengths)
+            relayed += packets
+            relayed_bytes += sent
+        finally:
+            stats = self.stats
+            stats.rx_packets += rx
+            stats.rx_bytes += rx_bytes
+            stats.cluster_tx_packets += relayed
+            stats.cluster_tx_bytes += relayed_bytes
+            dropped, dropped_bytes = stats.dropped_packets, stats.dropped_bytes
+            if no_channel:
+                dropped[NO_CHANNEL] += no_channel
+                dropped_bytes[NO_CHANNEL] += no_channel_bytes
+            if no_permission:
+                dropped[NO_PERMISSION] += no_permission
+                dropped_bytes[NO_PERMISSION] += no_permission_bytes
+            if queued != relayed:  # payloads the kernel refused (full buffer, unreachable)
+                dropped[SEND_ERROR] += queued - relayed
+                dropped_bytes[SEND_ERROR] += queued_bytes - relayed_bytes
+        return pos
+
+    def _send_run(
+        self,
+        data: bytes,
+        run_start: int,
+        relay: socket.socket | None,
+        peer: Address | None,
+        starts: list[int],
+        lengths: list[int],
+    ) -> tuple[int, int]:
+        """Send the queued payloads (at ``run_start + starts[k]`` in ``data``) to ``peer``
+        through ``relay``: one datagram each, sent from the batch memory they are copied into
+        (a single payload straight from ``data``). Empties both lists; (packets, bytes) sent."""
+        if not starts or relay is None or peer is None:
+            return 0, 0
+        if len(starts) == 1:
+            start, length = run_start + starts.pop(), lengths.pop()
+            try:
+                relay.sendto(data[start : start + length], peer)
+            except OSError:
+                return 0, 0
+            return 1, length
+        batch = self.batch
+        end = run_start + starts[-1] + lengths[-1]
+        batch.view[: end - run_start] = memoryview(data)[run_start:end]
+        return batch.send(relay, peer, starts, lengths)
 
 
 def forward_send(

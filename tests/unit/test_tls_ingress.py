@@ -1,0 +1,162 @@
+"""TLS ingress (``TlsServerProtocol.data_received``): decrypting into the shared plaintext buffer,
+only while bytes are pending, hands the inner protocol exactly the plaintext the client wrote,
+however the records are cut into reads, and still sees a close_notify.
+
+The client is an in-memory ``ssl.SSLObject``; the server side is the real protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import ssl
+from pathlib import Path
+
+import pytest
+
+from stunner.config.certs import server_context
+from stunner.tls import READ_CHUNK, TlsServerProtocol, TlsTransport
+from tests.support import self_signed_cert
+
+
+class Inner(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.lost = False
+
+    def data_received(self, data: bytes) -> None:
+        self.chunks.append(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+
+
+class Wire:
+    """The TCP transport under the TLS protocol: keeps what the server writes."""
+
+    def __init__(self) -> None:
+        self.out: list[bytes] = []
+        self.closed = False
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return ("192.0.2.1", 5000) if name == "peername" else default
+
+    def write(self, data: bytes) -> None:
+        self.out.append(data)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+class Session:
+    """A completed handshake between an in-memory client and the server protocol."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        cert, key = self_signed_cert(tmp_path)
+        self.inner = Inner()
+        self.wire = Wire()
+        self.server = TlsServerProtocol(server_context(cert, key), lambda: self.inner, 10.0)
+        self.server.connection_made(self.wire)  # type: ignore[arg-type]
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        self.to_client, self.from_client = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.client = context.wrap_bio(self.to_client, self.from_client)
+        while True:
+            try:
+                self.client.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self.server.data_received(self.from_client.read())
+                self.to_client.write(b"".join(self.wire.out))
+                self.wire.out.clear()
+        self.server.data_received(self.from_client.read())  # the client's Finished
+        assert self.server.inner is self.inner
+
+    def records(self, messages: list[bytes]) -> bytes:
+        """The client's records for ``messages`` (one record each, as uclient writes them)."""
+        for message in messages:
+            self.client.write(message)
+        return self.from_client.read()
+
+    def plaintext(self) -> bytes:
+        return b"".join(self.inner.chunks)
+
+
+def messages(rng: random.Random, count: int, largest: int = 300) -> list[bytes]:
+    return [rng.randbytes(rng.randrange(1, largest)) for _ in range(count)]
+
+
+async def test_many_records_in_one_read(tmp_path: Path) -> None:
+    session = Session(tmp_path)
+    sent = messages(random.Random(1), 50)
+    session.server.data_received(session.records(sent))
+    assert session.plaintext() == b"".join(sent)
+    assert len(session.inner.chunks) == 1  # one copy handed on for the read
+    assert not session.wire.closed
+
+
+async def test_records_split_at_every_byte_boundary(tmp_path: Path) -> None:
+    session = Session(tmp_path)
+    sent = messages(random.Random(2), 8)
+    wire = session.records(sent)
+    for i in range(len(wire)):
+        session.server.data_received(wire[i : i + 1])
+    assert session.plaintext() == b"".join(sent)
+    for cut in range(1, 200, 3):  # two reads, cut anywhere in the first records
+        more = messages(random.Random(cut), 3)
+        wire = session.records(more)
+        before = len(session.plaintext())
+        session.server.data_received(wire[:cut])
+        session.server.data_received(wire[cut:])
+        assert session.plaintext()[before:] == b"".join(more)
+
+
+async def test_more_plaintext_than_the_buffer_in_one_read(tmp_path: Path) -> None:
+    session = Session(tmp_path)
+    sent = messages(random.Random(3), 24, largest=16_000)
+    assert sum(map(len, sent)) > 2 * READ_CHUNK
+    session.server.data_received(session.records(sent))
+    assert session.plaintext() == b"".join(sent)
+    assert max(map(len, session.inner.chunks)) <= READ_CHUNK
+
+
+@pytest.mark.parametrize("together", [True, False], ids=["same-read", "next-read"])
+async def test_close_notify_after_data_closes(tmp_path: Path, together: bool) -> None:
+    session = Session(tmp_path)
+    sent = messages(random.Random(4), 3)
+    wire = session.records(sent)
+    with pytest.raises(ssl.SSLWantReadError):
+        session.client.unwrap()  # writes the client's close_notify
+    goodbye = session.from_client.read()
+    if together:
+        session.server.data_received(wire + goodbye)
+    else:
+        session.server.data_received(wire)
+        assert not session.wire.closed
+        session.server.data_received(goodbye)
+    assert session.plaintext() == b"".join(sent)
+    assert session.wire.closed
+
+
+async def test_what_the_server_writes_is_what_the_client_reads(tmp_path: Path) -> None:
+    session = Session(tmp_path)  # the wire still holds the session tickets: the client reads them
+    transport = TlsTransport(session.server)
+    sent = messages(random.Random(5), 20)
+    for message in sent:  # views of a larger buffer, as the relay's runs are
+        transport.write(memoryview(b"\x00" + message + b"\x00")[1:-1])
+    session.to_client.write(b"".join(session.wire.out))
+    received = b""
+    while len(received) < sum(map(len, sent)):
+        received += session.client.read(65536)
+    assert received == b"".join(sent)
+    assert transport.get_write_buffer_size() == 0  # all handed to the TCP transport
