@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..batchio import BATCH, HEADROOM, OFFSETS, SLOT, DatagramBatch, shared_batch
+from ..batchio import BATCH, OFFSETS, SLOT, DatagramBatch, shared_batch
 from ..stats import DELETE_REASONS, DURATION_BUCKETS, Drop, ListenerStats
 from ..stun import Address, Class, Message, Method
 from .allocation import Allocation
