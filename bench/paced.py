@@ -19,10 +19,12 @@ the plateau tells whether the load core, not the server, was the limit.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -138,6 +140,7 @@ class Step:
     rcvbuf_errors: int = 0
     drops: dict[str, int] = field(default_factory=dict)
     error: str = ""
+    argv: list[str] = field(default_factory=list, repr=False)  # the first uclient's
 
     @property
     def generator_bound(self) -> bool:
@@ -146,6 +149,7 @@ class Step:
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
+        del out["argv"]
         for key in ("offered", "loss_pct", "server_cpu", "load_core_busy", "server_core_busy"):
             out[key] = round(out[key], 3)
         out["generator_bound"] = self.generator_bound
@@ -155,7 +159,8 @@ class Step:
 class _Reader:
     """uclient's progress lines, timestamped, from a thread."""
 
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
+    def __init__(self, proc: subprocess.Popen[str], argv: list[str]) -> None:
+        self.argv = argv
         self.points: list[Point] = [(time.monotonic(), 0, 0)]
         self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
         self._thread.start()
@@ -214,6 +219,43 @@ def drop_delta(
     return {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0) > 0}
 
 
+@contextlib.contextmanager
+def uclients(
+    server: Measured,
+    creds: tuple[str, str],
+    echo: EchoProcess,
+    rate: float,
+    seconds: float,
+    hosts: list[str],
+    size: int = 100,
+) -> Iterator[list[_Reader]]:
+    """uclient processes offering ``rate`` for about ``seconds`` after the ramp; yields once
+    their traffic has ramped up (``RAMP_S`` after the first datagram), ends them by PID after.
+    Raises RuntimeError if no traffic reaches the peer in ``SETUP_TIMEOUT_S``."""
+    messages = int(PER_CLIENT_RATE * (RAMP_S + seconds + 3))
+    procs: list[tuple[subprocess.Popen[str], _Reader]] = []
+    peer0 = echo.counts().packets
+    try:
+        for host, count in zip(hosts, split_clients(clients_for(rate)), strict=False):
+            argv = uclient_argv(server, creds, echo.address, LoadSpec(count, size, messages, 1), host)
+            proc = subprocess.Popen(
+                argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, text=True,
+            )  # fmt: skip
+            procs.append((proc, _Reader(proc, argv)))
+        deadline = time.monotonic() + SETUP_TIMEOUT_S
+        while echo.counts().packets == peer0:
+            if time.monotonic() > deadline or any(p.poll() is not None for p, _ in procs):
+                raise RuntimeError("no traffic reached the peer")
+            time.sleep(SAMPLE_S)
+        time.sleep(RAMP_S)
+        yield [reader for _, reader in procs]
+    finally:
+        for proc, reader in procs:
+            child.stop(proc, timeout=5)
+            reader.join()
+
+
 def run_step(
     server: Measured,
     creds: tuple[str, str],
@@ -224,39 +266,19 @@ def run_step(
     cores: tuple[set[int], set[int]],
     size: int = 100,
 ) -> Step:
-    """Offer ``rate`` messages/s to ``server`` until ``plateau_s`` of plateau; measure it."""
-    clients = clients_for(rate)
-    step = Step(server.name, rate, clients)
-    seconds = RAMP_S + plateau_s + 3
-    spec_messages = int(PER_CLIENT_RATE * seconds)
-    procs: list[tuple[subprocess.Popen[str], _Reader]] = []
+    """Offer ``rate`` messages/s to ``server`` for ``plateau_s`` after the ramp; measure it."""
+    step = Step(server.name, rate, clients_for(rate))
     udp0, drops0 = procstat.udp_counters(), socket_drops()
-    peer0 = echo.counts().packets
     try:
-        for i, count in enumerate(split_clients(clients)):
-            argv = uclient_argv(
-                server, creds, echo.address, LoadSpec(count, size, spec_messages, 1), hosts[i]
-            )
-            proc = subprocess.Popen(
-                argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, text=True,
-            )  # fmt: skip
-            procs.append((proc, _Reader(proc)))
-        deadline = time.monotonic() + SETUP_TIMEOUT_S
-        while echo.counts().packets == peer0:
-            if time.monotonic() > deadline or any(p.poll() is not None for p, _ in procs):
-                step.error = "no traffic reached the peer"
-                return step
-            time.sleep(SAMPLE_S)
-        time.sleep(RAMP_S)
-        cores0, cpu0, t0 = core_times(), server.cpu_times(), time.monotonic()
-        time.sleep(plateau_s)
-        cores1, cpu1, t1 = core_times(), server.cpu_times(), time.monotonic()
-        udp1, drops1 = procstat.udp_counters(), socket_drops()  # before uclient's sockets go
-    finally:
-        for proc, reader in procs:
-            child.stop(proc, timeout=5)
-            reader.join()
+        with uclients(server, creds, echo, rate, plateau_s, hosts, size) as readers:
+            step.argv = readers[0].argv
+            cores0, cpu0, t0 = core_times(), server.cpu_times(), time.monotonic()
+            time.sleep(plateau_s)
+            cores1, cpu1, t1 = core_times(), server.cpu_times(), time.monotonic()
+            udp1, drops1 = procstat.udp_counters(), socket_drops()  # before uclient's go
+    except RuntimeError as exc:
+        step.error = str(exc)
+        return step
     busy = core_busy(cores0, cores1)
     server_cores, load_cores = cores
     step.load_core_busy = max(busy.get(c, 0.0) for c in load_cores)
@@ -265,7 +287,7 @@ def run_step(
     # Only the intervals inside the measured plateau: the ramp and the tail stay outside.
     found = [
         plateau([pt for pt in reader.points if t0 - 1.0 <= pt[0] <= t1 + 0.5])
-        for _, reader in procs
+        for reader in readers
     ]
     measured = [p for p in found if p is not None]
     if len(measured) < len(found):
