@@ -41,6 +41,7 @@ SETUP_TIMEOUT_S = 30.0
 SAMPLE_S = 0.1
 GENERATOR_BUSY = 0.9  # load core busier than this: the generator, not the server, may limit
 SHORTFALL = 0.9  # offered below this share of the intended rate: the generator could not
+SHARED_CORE = 0.25  # server core busier than the server by this much: someone else ran there
 
 
 Point = tuple[float, int, int]  # (time, messages sent, echoes received) from one progress line
@@ -135,12 +136,18 @@ class Step:
     loss_pct: float = 0.0
     plateau_s: float = 0.0
     server_cpu: float = 0.0  # server CPU-seconds per second in the plateau
+    generator_cpu: float = 0.0  # uclient processes' + echo peer's CPU-seconds per second
     load_core_busy: float = 0.0
     server_core_busy: float = 0.0
     rcvbuf_errors: int = 0
     drops: dict[str, int] = field(default_factory=dict)
     error: str = ""
     argv: list[str] = field(default_factory=list, repr=False)  # the first uclient's
+
+    @property
+    def server_core_shared(self) -> bool:
+        """Other processes (not the server) kept the server's core busy: a noisy step."""
+        return self.server_core_busy - self.server_cpu > SHARED_CORE
 
     @property
     def generator_bound(self) -> bool:
@@ -150,9 +157,11 @@ class Step:
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         del out["argv"]
-        for key in ("offered", "loss_pct", "server_cpu", "load_core_busy", "server_core_busy"):
+        for key in ("offered", "loss_pct", "server_cpu", "generator_cpu", "load_core_busy",
+                    "server_core_busy"):  # fmt: skip
             out[key] = round(out[key], 3)
         out["generator_bound"] = self.generator_bound
+        out["server_core_shared"] = self.server_core_shared
         return out
 
 
@@ -161,6 +170,7 @@ class _Reader:
 
     def __init__(self, proc: subprocess.Popen[str], argv: list[str]) -> None:
         self.argv = argv
+        self.pid = proc.pid
         self.points: list[Point] = [(time.monotonic(), 0, 0)]
         self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
         self._thread.start()
@@ -272,9 +282,12 @@ def run_step(
     try:
         with uclients(server, creds, echo, rate, plateau_s, hosts, size) as readers:
             step.argv = readers[0].argv
+            pids = [echo.pid, *(reader.pid for reader in readers)]
             cores0, cpu0, t0 = core_times(), server.cpu_times(), time.monotonic()
+            gen0 = sum(procstat.cpu_seconds(pid) for pid in pids)
             time.sleep(plateau_s)
             cores1, cpu1, t1 = core_times(), server.cpu_times(), time.monotonic()
+            gen1 = sum(procstat.cpu_seconds(pid) for pid in pids)
             udp1, drops1 = procstat.udp_counters(), socket_drops()  # before uclient's go
     except RuntimeError as exc:
         step.error = str(exc)
@@ -284,6 +297,7 @@ def run_step(
     step.load_core_busy = max(busy.get(c, 0.0) for c in load_cores)
     step.server_core_busy = max(busy.get(c, 0.0) for c in server_cores)
     step.server_cpu = (sum(cpu1) - sum(cpu0)) / (t1 - t0)
+    step.generator_cpu = (gen1 - gen0) / (t1 - t0)
     # Only the intervals inside the measured plateau: the ramp and the tail stay outside.
     found = [
         plateau([pt for pt in reader.points if t0 - 1.0 <= pt[0] <= t1 + 0.5])

@@ -162,10 +162,12 @@ def search_server(
         if step.argv:
             bench.command("uclient (paced, one of the processes)", step.argv)
         flag = " [load core saturated]" if step.generator_bound else ""
+        flag += " [server core shared]" if step.server_core_shared else ""
         say(
             f"  {server.name:8s} offered {step.offered:9,.0f}/s (asked {rate:,.0f}): loss "
-            f"{step.loss_pct:5.2f}%, server CPU {100 * step.server_cpu:3.0f}%, load core "
-            f"{100 * step.load_core_busy:3.0f}%{flag}{' ' + step.error if step.error else ''}"
+            f"{step.loss_pct:5.2f}%, server CPU {100 * step.server_cpu:3.0f}% (core "
+            f"{100 * step.server_core_busy:3.0f}%), generator CPU {100 * step.generator_cpu:3.0f}% "
+            f"(core {100 * step.load_core_busy:3.0f}%){flag}{' ' + step.error if step.error else ''}"
         )
         return step
 
