@@ -138,8 +138,16 @@ def setup_table(data: dict[str, Any]) -> Table:
         )
     return Table(
         "Call setup: 401, Allocate, CreatePermission, ChannelBind",
-        ["server", "setups /CPU-s", "x/coturn", "failed", "background msgs/s", "setup p50",
-         "setup p99", "timed setups"],  # fmt: skip
+        [
+            "server",
+            "setups /CPU-s",
+            "x/coturn",
+            "failed",
+            "background msgs/s",
+            "setup p50",
+            "setup p99",
+            "timed setups",
+        ],
         rows,
         "setups /CPU-s: 64 in flight, nothing else running, server on one core. Setup p50/p99: "
         "one setup at a time (first request to last answer), under a background uclient load "

@@ -20,6 +20,7 @@ the plateau tells whether the load core, not the server, was the limit.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import subprocess
 import threading
@@ -61,7 +62,7 @@ def plateau(points: list[Point], fraction: float = PLATEAU_FRACTION) -> Plateau 
     traffic. None when there are fewer than two intervals with traffic."""
     intervals = [
         (b[0] - a[0], b[1] - a[1], b[2] - a[2])
-        for a, b in zip(points, points[1:], strict=False)
+        for a, b in itertools.pairwise(points)
         if b[0] > a[0]
     ]
     rates = [sent / dt for dt, sent, _ in intervals]
@@ -247,7 +248,9 @@ def uclients(
     peer0 = echo.counts().packets
     try:
         for host, count in zip(hosts, split_clients(clients_for(rate)), strict=False):
-            argv = uclient_argv(server, creds, echo.address, LoadSpec(count, size, messages, 1), host)
+            argv = uclient_argv(
+                server, creds, echo.address, LoadSpec(count, size, messages, 1), host
+            )
             proc = subprocess.Popen(
                 argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, text=True,
@@ -300,8 +303,7 @@ def run_step(
     step.generator_cpu = (gen1 - gen0) / (t1 - t0)
     # Only the intervals inside the measured plateau: the ramp and the tail stay outside.
     found = [
-        plateau([pt for pt in reader.points if t0 - 1.0 <= pt[0] <= t1 + 0.5])
-        for reader in readers
+        plateau([pt for pt in reader.points if t0 - 1.0 <= pt[0] <= t1 + 0.5]) for reader in readers
     ]
     measured = [p for p in found if p is not None]
     if len(measured) < len(found):

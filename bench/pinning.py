@@ -13,6 +13,7 @@ from pathlib import Path
 
 from . import procstat
 
+
 def cores() -> list[int]:
     """The CPUs this process may run on, in order."""
     return sorted(os.sched_getaffinity(0))

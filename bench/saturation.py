@@ -21,8 +21,8 @@ from testkit.echo import EchoProcess
 from . import pinning
 from .load import LoadSpec, run_load
 from .paced import Step, clients_for, run_step, split_clients
-from .servers import stunnerd_supports_workers
 from .report import Table, fmt_int, fmt_pct, fmt_ratio, ratio
+from .servers import stunnerd_supports_workers
 
 LOSS_LIMIT = 1.0  # percent
 SERVER_FACTORIES = ("stunnerd", "coturn", "pion")  # Bench methods; absent ones are skipped
@@ -166,8 +166,9 @@ def search_server(
         say(
             f"  {server.name:8s} offered {step.offered:9,.0f}/s (asked {rate:,.0f}): loss "
             f"{step.loss_pct:5.2f}%, server CPU {100 * step.server_cpu:3.0f}% (core "
-            f"{100 * step.server_core_busy:3.0f}%), generator CPU {100 * step.generator_cpu:3.0f}% "
-            f"(core {100 * step.load_core_busy:3.0f}%){flag}{' ' + step.error if step.error else ''}"
+            f"{100 * step.server_core_busy:3.0f}%), generator CPU "
+            f"{100 * step.generator_cpu:3.0f}% (core {100 * step.load_core_busy:3.0f}%)"
+            f"{flag}{' ' + step.error if step.error else ''}"
         )
         return step
 
@@ -306,7 +307,9 @@ def _knee_cells(entry: dict[str, Any] | None) -> tuple[str, str, str]:
     return (
         rate,
         fmt_pct(knee and 100 * knee["server_cpu"], 0),
-        fmt_pct(knee and 100 * knee["load_core_busy"], 0),
+        "-"
+        if not knee
+        else f"{100 * knee['generator_cpu']:.0f}% ({100 * knee['load_core_busy']:.0f}%)",
     )
 
 
@@ -331,8 +334,15 @@ def knee_table(data: dict[str, Any]) -> Table:
         )
     return Table(
         "Saturation: highest offered rate with < 1% loss, server on one core",
-        ["server", "knee msgs/s", "relayed datagrams/s", "server CPU", "load core", "x/coturn",
-         "steps"],  # fmt: skip
+        [
+            "server",
+            "knee msgs/s",
+            "relayed datagrams/s",
+            "server CPU",
+            "generator CPU (its core)",
+            "x/coturn",
+            "steps",
+        ],
         rows,
         f"Server pinned to CPU {sat.get('server_cores', '?')}, uclient + echo peer + bench to "
         f"CPU {sat.get('load_cores', '?')}. 100 B ChannelData, one message per client per ms "
@@ -356,7 +366,9 @@ def overload_table(data: dict[str, Any]) -> Table:
         for name in names:
             step = cell.get(name)
             row.append(
-                "-" if step is None else f"{fmt_pct(step['loss_pct'], 2)} ({fmt_int(step['offered'])})"
+                "-"
+                if step is None
+                else f"{fmt_pct(step['loss_pct'], 2)} ({fmt_int(step['offered'])})"
             )
         drops = [
             f"{name}: " + ", ".join(f"{k} {v:,}" for k, v in cell[name]["drops"].items() if v)
@@ -439,9 +451,7 @@ def targets(data: dict[str, Any]) -> list[dict[str, Any]]:
     if data.get("saturation"):
         s, c = knee_of(data, "stunnerd"), knee_of(data, "coturn")
         r = ratio(s, c)
-        limited = any(
-            e.get("limit") for e in data["saturation"].get("servers", {}).values()
-        )
+        limited = any(e.get("limit") for e in data["saturation"].get("servers", {}).values())
         out.append(
             {
                 "name": "saturation knee on one core, stunnerd / coturn",
@@ -502,6 +512,9 @@ DOC = """\
   best clean step. When the load core is >= 90% busy (`/proc/stat`) or uclient sent < 90% of
   what was asked, the generator and not the server may be the limit: the search stops and the
   knee is shown as a lower bound. Per-socket drops (`/proc/net/udp`) say whose socket dropped.
+  The machine is shared with other work the bench does not control: a step whose server core
+  was busier than the server by 25 points or more is flagged as shared in the console log and
+  the JSON (`server_core_shared`), since the server then had less than a core.
 - **Workers.** `stunnerd --workers N` under the same search: N = 1 is the saturation run (one
   core, load on the other); N = 2 is pinned to both cores and the load shares them, so its
   knee is a lower bound of what two dedicated cores give. Beyond two: on a machine with C

@@ -83,13 +83,21 @@ def test_parse_cpu_lines_and_busy_share() -> None:
     assert core_busy(before, after) == {0: 0.9, 1: 0.25}
 
 
-PROC_NET_UDP = """\
-   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
-  1: 0B00007F:9C40 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1 2 0000000000000000 120
-  2: 0B00007F:4E21 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 3 2 0000000000000000 7
-  3: 0D00007F:1F90 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 4 2 0000000000000000 3
-  4: 0902007F:7531 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 5 2 0000000000000000 0
-"""
+def udp_line(n: int, local: str, drops: int) -> str:
+    """One /proc/net/udp row (the fields the parser skips hold placeholders)."""
+    rest = "00000000:0000 07 00000000:00000000 00:00000000 00000000 0 0 1 2 0000000000000000"
+    return f"  {n}: {local} {rest} {drops}"
+
+
+PROC_NET_UDP = "\n".join(
+    [
+        "   sl  local_address rem_address   st tx_queue rx_queue ... drops",
+        udp_line(1, "0B00007F:9C40", 120),
+        udp_line(2, "0B00007F:4E21", 7),
+        udp_line(3, "0D00007F:1F90", 3),
+        udp_line(4, "0902007F:7531", 0),
+    ]
+)
 
 
 class _Server:
@@ -260,7 +268,9 @@ def sat_data() -> dict[str, Any]:
             "server_cores": [0],
             "load_cores": [1],
             "servers": {
-                "stunnerd": steps_json("stunnerd", {16_000: 0.0, 24_000: 3.0, 36_000: 20.0}, 16_000),
+                "stunnerd": steps_json(
+                    "stunnerd", {16_000: 0.0, 24_000: 3.0, 36_000: 20.0}, 16_000
+                ),
                 "coturn": steps_json("coturn", {16_000: 0.0, 24_000: 0.5, 36_000: 10.0}, 24_000),
             },
         }
