@@ -440,7 +440,14 @@ def workers_table(data: dict[str, Any]) -> Table:
         )
     return Table(
         "Scaling with worker processes: saturation of stunnerd --workers N",
-        ["workers", "server CPUs", "knee msgs/s", "server CPU", "load core", "x N=1"],
+        [
+            "workers",
+            "server CPUs",
+            "knee msgs/s",
+            "server CPU",
+            "generator CPU (its core)",
+            "x N=1",
+        ],
         rows,
         note,
     )
