@@ -45,8 +45,8 @@ FULL = SatPlan(
     workers_steps=4,
 )  # fmt: skip
 QUICK = SatPlan(
-    start=24_000, factor=2.0, max_steps=3, overload_steps=0, refine=0, plateau_s=2.0,
-    workers_steps=2,
+    start=24_000, factor=2.0, max_steps=2, overload_steps=0, refine=0, plateau_s=2.0,
+    workers_steps=1,
 )  # fmt: skip
 
 
