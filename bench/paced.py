@@ -14,7 +14,8 @@ process's plateau is measured on its own intervals and the rates are summed:
 
 The step ends ``RAMP_S + plateau_s`` after the first datagram reaches the peer (uclient is told
 to send for longer, and is ended by PID). The busy time of every core (``/proc/stat``) over
-the plateau tells whether the load core, not the server, was the limit.
+the plateau, and the generator's own CPU time, tell whether the load side, not the server,
+was the limit.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ PLATEAU_FRACTION = 0.9
 RAMP_S = 7.0  # first datagram to the last client started, with margin
 SETUP_TIMEOUT_S = 30.0
 SAMPLE_S = 0.1
-GENERATOR_BUSY = 0.9  # load core busier than this: the generator, not the server, may limit
+GENERATOR_BUSY = 0.9  # generator CPU above this share of a core: it, not the server, may limit
 SHORTFALL = 0.9  # offered below this share of the intended rate: the generator could not
 SHARED_CORE = 0.25  # server core busier than the server by this much: someone else ran there
 
@@ -152,8 +153,10 @@ class Step:
 
     @property
     def generator_bound(self) -> bool:
-        """The load core was saturated, or uclient could not send what was asked."""
-        return self.load_core_busy >= GENERATOR_BUSY or self.offered < SHORTFALL * self.intended
+        """uclient and the echo peer used most of a core, or uclient could not send what was
+        asked. (The load core's busy share is not used: on a shared machine other work fills
+        it without holding the generator back; a starved generator shows as a shortfall.)"""
+        return self.generator_cpu >= GENERATOR_BUSY or self.offered < SHORTFALL * self.intended
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)

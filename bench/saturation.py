@@ -161,7 +161,7 @@ def search_server(
         step = run_step(server, creds, echo, rate, plan.plateau_s, hosts, cores)
         if step.argv:
             bench.command("uclient (paced, one of the processes)", step.argv)
-        flag = " [load core saturated]" if step.generator_bound else ""
+        flag = " [generator-bound]" if step.generator_bound else ""
         flag += " [server core shared]" if step.server_core_shared else ""
         say(
             f"  {server.name:8s} offered {step.offered:9,.0f}/s (asked {rate:,.0f}): loss "
@@ -516,8 +516,8 @@ DOC = """\
   x 1.5^k messages/s); the search steps up until a step loses >= 1%, takes one more grid step
   (both servers are thus measured overloaded at the same absolute rates), then bisects once
   between the best clean step and the first lossy one. The knee is the offered rate of the
-  best clean step. When the load core is >= 90% busy (`/proc/stat`) or uclient sent < 90% of
-  what was asked, the generator and not the server may be the limit: the search stops and the
+  best clean step. When uclient and the echo peer used >= 90% of a core (their CPU time) or
+  uclient sent < 90% of what was asked, the generator and not the server may be the limit: the search stops and the
   knee is shown as a lower bound. Per-socket drops (`/proc/net/udp`) say whose socket dropped.
   The machine is shared with other work the bench does not control: a step whose server core
   was busier than the server by 25 points or more is flagged as shared in the console log and

@@ -154,7 +154,7 @@ def fake(knee: float, generator_limit: float = 1e9, error_at: float = 1e9) -> An
         step = Step("fake", rate, clients_for(rate))
         step.offered = min(rate, generator_limit)
         step.loss_pct = 5.0 if rate > knee else 0.0
-        step.load_core_busy = 1.0 if rate >= generator_limit else 0.5
+        step.generator_cpu = 0.95 if rate >= generator_limit else 0.5
         step.error = "boom" if rate >= error_at else ""
         return step
 
@@ -319,3 +319,15 @@ def test_workers_target_and_metrics_check() -> None:
     scale = targets["stunnerd --workers 2 knee / --workers 1 knee"]
     assert scale["value"].startswith("1.62x") and scale["met"] is False
     assert targets["metrics exact across 2 workers (cluster packets vs the peer)"]["met"] is True
+
+
+def test_generator_bound_by_its_own_cpu_or_a_shortfall() -> None:
+    step = Step("s", 10_000, 10)
+    step.offered, step.generator_cpu, step.load_core_busy = 10_000, 0.5, 1.0
+    assert not step.generator_bound  # a busy core alone (other work) does not count
+    step.generator_cpu = 0.9
+    assert step.generator_bound
+    step.generator_cpu, step.offered = 0.5, 8_999
+    assert step.generator_bound
+    step.server_cpu, step.server_core_busy = 0.5, 0.8
+    assert step.server_core_shared
