@@ -518,7 +518,8 @@ DOC = """\
   between the best clean step and the first lossy one. The knee is the offered rate of the
   best clean step. When uclient and the echo peer used >= 90% of a core (their CPU time) or
   uclient sent < 90% of what was asked, the generator and not the server may be the limit:
-  the search stops and the knee is shown as a lower bound. Per-socket drops (`/proc/net/udp`) say whose socket dropped.
+  the search stops and the knee is shown as a lower bound. Per-socket drops
+  (`/proc/net/udp`) say whose socket dropped.
   The machine is shared with other work the bench does not control: a step whose server core
   was busier than the server by 25 points or more is flagged as shared in the console log and
   the JSON (`server_core_shared`), since the server then had less than a core.
