@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -233,18 +234,37 @@ def metrics_sums(text: str) -> dict[str, float]:
     return out
 
 
+def settled(read: Callable[[], Any], timeout: float = 10.0) -> Any:
+    """``read()`` once two reads 0.5 s apart agree: in-flight datagrams have landed and every
+    worker's counters have reached the page (or after ``timeout``, the last read)."""
+    deadline = time.monotonic() + timeout
+    last = read()
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = read()
+        if now == last:
+            return now
+        last = now
+    return last
+
+
 def metrics_check(bench: Any, echo: EchoProcess, server: Any) -> dict[str, Any]:
     """After a complete uclient run, stunnerd's packet counters against the peer's counts."""
-    before_peer = echo.counts()
-    with urllib.request.urlopen(server.metrics_url, timeout=10) as r:
-        before = metrics_sums(r.read().decode())
+
+    def scrape() -> dict[str, float]:
+        with urllib.request.urlopen(server.metrics_url, timeout=10) as r:
+            return metrics_sums(r.read().decode())
+
+    def both() -> tuple[dict[str, float], Any]:
+        return scrape(), echo.counts()
+
+    before, before_peer = settled(both)
     result = run_load(
         server, (bench.creds.user, bench.creds.password), echo, LoadSpec(10, 100, 2000, 1),
         local_host=bench.client_host(),
     )  # fmt: skip
-    with urllib.request.urlopen(server.metrics_url, timeout=10) as r:
-        after = metrics_sums(r.read().decode())
-    peer = echo.counts() - before_peer
+    after, after_peer = settled(both)
+    peer = after_peer - before_peer
     delta = {k: round(after.get(k, 0) - before.get(k, 0)) for k in after}
     cluster_tx = delta.get("stunner_cluster_packets_total:tx", 0)
     cluster_rx = delta.get("stunner_cluster_packets_total:rx", 0)
