@@ -298,7 +298,7 @@ def run_workers(bench: Any, echo: EchoProcess) -> None:
             wk["runs"]["1"] = {**one, "server_cores": sorted(server_cores), "reused": True}
             continue
         previous = knee_of({"saturation": {"servers": wk["runs"]}}, "1")
-        start = previous * 1.25 if previous else plan.start
+        start = previous if previous else plan.start  # N workers should clear it
         with pinned(echo, load_cores), bench.stunnerd(workers=count, metrics=True) as server:
             search = search_server(
                 bench, echo, server, plan, (server_cores, load_cores),
