@@ -613,7 +613,7 @@ paths against the codec, and the integration and e2e tests check every counter e
 nox -s bench                     # full run, about 8 minutes; rewrites this file
 nox -s bench -- --quick          # about 2 minutes, 100 B only, one run each; bench-results/ only
 nox -s bench -- --profile        # py-spy on stunnerd, 100 B, 1 allocation; adds it here
-nox -s bench -- --only memory,monitoring     # throughput, memory, monitoring, workers
+nox -s bench -- --only memory,monitoring     # also: throughput, saturation, workers, calls
 nox -s bench -- --only throughput --baseline HEAD~1   # before/after, side by side
 python -m bench.report bench-results/bench.json --profile bench-results/profile.json \\
     -o docs/performance.md       # re-render this file from the JSON
