@@ -1,8 +1,10 @@
 """A fast allocation driver: many TURN allocations over raw UDP sockets, no event loop.
 
 Each allocation does what a browser does, from its own source address: Allocate without
-credentials (401 with REALM and NONCE), Allocate with long-term credentials, ChannelBind to the
-peer. Up to ``WINDOW`` allocations are in flight at once; requests are retransmitted after
+credentials (401 with REALM and NONCE), Allocate with long-term credentials, CreatePermission
+for the peer (with ``create_permission``, as browsers do before binding), ChannelBind to the
+peer. Up to ``window`` (default ``WINDOW``) allocations are in flight at once, and the time of
+each from its first request to its last answer is kept; requests are retransmitted after
 ``RTO`` seconds, at most ``TRIES`` times. The client sockets stay open (and the allocations
 alive) until ``close()``. Source addresses are 127.0.1.x, ``PORTS_PER_IP`` ports each, so
 they never collide with the servers' relay ports (bound on other addresses).
@@ -27,7 +29,7 @@ PORTS_PER_IP = 5000
 FIRST_PORT = 30000
 UDP = 17
 
-ALLOCATE_PLAIN, ALLOCATE_AUTH, CHANNEL_BIND, DONE = range(4)
+ALLOCATE_PLAIN, ALLOCATE_AUTH, CREATE_PERMISSION, CHANNEL_BIND, DONE = range(5)
 
 
 def source_address(index: int) -> tuple[str, int]:
@@ -58,6 +60,7 @@ class DriveResult:
     wall_s: float = 0.0
     server_cpu_s: float = 0.0
     errors: Counter[str] = field(default_factory=Counter)
+    durations: list[float] = field(default_factory=list)  # seconds, one per completed setup
 
     @property
     def per_cpu_s(self) -> float:
@@ -77,10 +80,11 @@ class DriveResult:
 
 
 class _Client:
-    __slots__ = ("nonce", "request", "sent_at", "sock", "state", "tries")
+    __slots__ = ("nonce", "request", "sent_at", "sock", "started_at", "state", "tries")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
+        self.started_at = time.monotonic()
         self.state = ALLOCATE_PLAIN
         self.nonce = b""
         self.request: Message | None = None
@@ -98,12 +102,17 @@ class AllocationDriver:
         password: str,
         peer: tuple[str, int],
         first_index: int = 0,
+        *,
+        create_permission: bool = False,
+        window: int = WINDOW,
     ) -> None:
         self.server = server
         self.user = user
         self.password = password
         self.peer = peer
         self.next_index = first_index
+        self.create_permission = create_permission
+        self.window = window
         self.sockets: list[socket.socket] = []
         self._keys: dict[str, bytes] = {}
 
@@ -146,7 +155,7 @@ class AllocationDriver:
         """Advance ``client`` on ``answer``; returns an error name when it failed."""
         attrs = answer.attributes
         code = attrs.get("ERROR-CODE", (0,))[0] if answer.msg_class == Class.ERROR else 0
-        if code in (401, 438) and "NONCE" in attrs and client.state != CHANNEL_BIND:
+        if code in (401, 438) and "NONCE" in attrs and client.state <= ALLOCATE_AUTH:
             if code == 401 and client.state == ALLOCATE_AUTH:
                 return "401 with credentials"
             client.nonce = attrs["NONCE"]
@@ -155,6 +164,8 @@ class AllocationDriver:
         elif code:
             return f"{answer.method:#x} error {code}"
         elif client.state == ALLOCATE_AUTH:
+            client.state = CREATE_PERMISSION if self.create_permission else CHANNEL_BIND
+        elif client.state == CREATE_PERMISSION:
             client.state = CHANNEL_BIND
         elif client.state == CHANNEL_BIND:
             client.state = DONE
@@ -165,6 +176,9 @@ class AllocationDriver:
         if client.state == ALLOCATE_AUTH:
             message = self._authenticated(Method.ALLOCATE, client, realm[0])
             message.attributes["REQUESTED-TRANSPORT"] = UDP
+        elif client.state == CREATE_PERMISSION:
+            message = self._authenticated(Method.CREATE_PERMISSION, client, realm[0])
+            message.attributes["XOR-PEER-ADDRESS"] = [self.peer]
         else:
             message = self._authenticated(Method.CHANNEL_BIND, client, realm[0])
             message.attributes["CHANNEL-NUMBER"] = CHANNEL_MIN
@@ -182,7 +196,7 @@ class AllocationDriver:
         to_start = count
         with selectors.EpollSelector() as sel:
             while (to_start or active) and time.monotonic() < deadline:
-                while to_start and len(active) < WINDOW:
+                while to_start and len(active) < self.window:
                     to_start -= 1
                     client = _Client(self._open())
                     active[client.sock.fileno()] = client
@@ -199,6 +213,7 @@ class AllocationDriver:
                     del active[client.sock.fileno()]
                     if error is None:
                         result.completed += 1
+                        result.durations.append(time.monotonic() - client.started_at)
                     else:
                         result.failed += 1
                         result.errors[error] += 1

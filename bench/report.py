@@ -206,6 +206,10 @@ def evaluate_targets(data: dict[str, Any]) -> list[dict[str, Any]]:
             "met": None if scrape is None else scrape < SCRAPE_TARGET_MS,
         }
     )
+    from . import callsetup, saturation  # they import this module
+
+    targets += saturation.targets(data)
+    targets += callsetup.targets(data)
     return targets + streams.targets(data)
 
 
@@ -374,30 +378,6 @@ def memory_table(data: dict[str, Any]) -> Table:
     )
 
 
-def workers_table(data: dict[str, Any]) -> Table:
-    wk = data.get("workers", {})
-    if wk.get("skipped"):
-        return Table("Scaling with worker processes", ["skipped"], [[wk["skipped"]]])
-    rows = []
-    for row in wk.get("runs", []):
-        agg = row.get("aggregate")
-        rows.append(
-            [
-                str(row["workers"]),
-                fmt_int(agg and agg["per_cpu_s"]),
-                fmt_int(agg and agg["per_wall_s"]),
-                fmt_pct(agg and 100 * agg["cpu_util"], 0),
-                fmt_pct(agg and agg["loss_pct"]),
-            ]
-        )
-    return Table(
-        "Scaling with worker processes (stunnerd --workers N)",
-        ["workers", "datagrams /CPU-s", "datagrams /s", "CPU (all processes)", "loss"],
-        rows,
-        f"Load: {wk.get('load', '')}. CPU is summed over the supervisor and its workers.",
-    )
-
-
 def targets_table(data: dict[str, Any]) -> Table:
     rows = [[t["name"], t["target"], t["value"], fmt_met(t["met"])] for t in evaluate_targets(data)]
     return Table("Targets (one run)", ["target", "goal", "measured", "verdict"], rows)
@@ -531,8 +511,21 @@ def tables(data: dict[str, Any]) -> list[Table]:
         allocation_table(data),
         monitoring_table(data),
         memory_table(data),
-        workers_table(data),
         *streams.tables(data),
+        *new_tables(data),
+    ]
+
+
+def new_tables(data: dict[str, Any]) -> list[Table]:
+    """The saturation, workers and call sections' tables (modules that import this one)."""
+    from . import callsetup, saturation
+
+    return [
+        saturation.knee_table(data),
+        saturation.overload_table(data),
+        saturation.workers_table(data),
+        callsetup.setup_table(data),
+        callsetup.latency_table(data),
     ]
 
 
@@ -588,8 +581,6 @@ same peer for both servers), all on loopback.
 - **Memory and scrape time.** A fresh server, 10 warm-up allocations, then N idle allocations
   made by the driver (channel bound); RSS from `/proc/PID/status`; `GET /metrics` timed from
   the bench (stunnerd with metrics on, no Prometheus).
-- **Workers.** `stunnerd --workers N` under the 100-allocation load; one process is the
-  throughput section's run of the same load.
 - **Profile.** `nox -s bench -- --profile` attaches `py-spy record --native` to stunnerd during
   the 100 B, 1-allocation load and writes `bench-results/profile.svg` (flame graph),
   `profile.speedscope.json` (for speedscope.app) and `profile.txt` (collapsed stacks), and
@@ -646,7 +637,7 @@ integration and e2e tests check every counter exactly.
 nox -s bench                     # full run, about 8 minutes; rewrites this file
 nox -s bench -- --quick          # about 2 minutes, 100 B only, one run each; bench-results/ only
 nox -s bench -- --profile        # py-spy on stunnerd, 100 B, 1 allocation; adds it here
-nox -s bench -- --only memory,monitoring     # throughput, memory, monitoring, workers
+nox -s bench -- --only memory,monitoring     # also: throughput, saturation, workers, calls
 nox -s bench -- --only throughput --baseline HEAD~1   # before/after, side by side
 python -m bench.report bench-results/bench.json --profile bench-results/profile.json \\
     -o docs/performance.md       # re-render this file from the JSON
@@ -666,8 +657,16 @@ def portable(command: str) -> str:
     return _TMP.sub("$TMP", f"{program} {rest}".strip())
 
 
+def doc_head() -> str:
+    """DOC_HEAD with the method of the saturation, workers and call sections before Profile."""
+    from . import callsetup, saturation
+
+    marker = "- **Profile.**"
+    return DOC_HEAD.replace(marker, saturation.DOC + callsetup.DOC + marker, 1)
+
+
 def render_markdown(data: dict[str, Any], profile: dict[str, Any] | None = None) -> str:
-    parts = [DOC_HEAD]
+    parts = [doc_head()]
     parts.append(
         f"## Results\n\nRun: {data.get('started_at', '?')}, mode `{data.get('mode', '?')}`, "
         f"{data.get('elapsed_s', 0):.0f} s."

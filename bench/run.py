@@ -3,8 +3,10 @@
 Sections (``--only`` picks some): ``throughput`` (datagrams per server CPU-second, both
 servers, 100 B and 1000 B, 1/10/100 allocations), ``allocations`` and ``memory`` (one
 section: allocation rate, RSS per idle allocation, scrape time at 1,000 and 10,000
-allocations), ``monitoring`` (metrics off vs on with a real Prometheus), ``workers``
-(``stunnerd --workers N``), ``profile`` (py-spy; ``--profile`` runs only this one).
+allocations), ``monitoring`` (metrics off vs on with a real Prometheus), ``saturation``
+(each server's knee on one core, and overload), ``workers`` (the knee of ``stunnerd
+--workers N``), ``calls`` (call setup rate and latency, added latency), ``profile`` (py-spy;
+``--profile`` runs only this one).
 Results go to ``bench-results/bench.json`` (``profile.json``); a full run also rewrites
 ``docs/performance.md``. Everything runs on 127.0.0.0/8 and is torn down in ``finally``.
 """
@@ -36,7 +38,7 @@ from typing import Any
 import stunner
 from testkit.echo import EchoProcess
 
-from . import procstat, report, streams
+from . import callsetup, procstat, report, saturation, streams
 from .driver import AllocationDriver, raise_nofile
 from .load import LoadResult, LoadSpec, run_load
 from .profile import RATE, Perf, PySpy, pyspy_version, summarize
@@ -49,7 +51,6 @@ from .servers import (
     Stunnerd,
     coturn_binary,
     coturn_version,
-    stunnerd_supports_workers,
     udp_buffers,
 )
 from .streams import TLS_INTERVAL_MS
@@ -59,7 +60,9 @@ COTURN_HOST = "127.0.0.12"
 PEER_HOST = "127.0.0.13"
 BASELINE_HOST = "127.0.0.14"
 SERVER_NAMES = ("stunnerd", "coturn")
-SECTIONS = ("throughput", "memory", "monitoring", "workers", "profile")
+SECTIONS = (
+    "throughput", "memory", "monitoring", "saturation", "workers", "calls", "profile",
+)  # fmt: skip
 DEFAULT_SECTIONS = SECTIONS[:-1]
 NOFILE_WANTED = 65536
 SCRAPES = 20  # timed scrapes per memory level
@@ -76,8 +79,6 @@ class Plan:
     monitoring_pairs: int
     monitoring_load: LoadSpec
     memory_levels: tuple[int, ...]
-    worker_counts: tuple[int, ...]
-    workers_load: LoadSpec
     profile_load: LoadSpec
 
 
@@ -115,8 +116,6 @@ FULL = Plan(
     monitoring_pairs=3,
     monitoring_load=LoadSpec(1, 100, 80_000),
     memory_levels=(1_000, 10_000),
-    worker_counts=(1, 2),
-    workers_load=LoadSpec(100, 100, 4_000, 1),
     profile_load=LoadSpec(1, 100, 100_000),
 )
 QUICK = Plan(
@@ -125,8 +124,6 @@ QUICK = Plan(
     monitoring_pairs=1,
     monitoring_load=LoadSpec(1, 100, 20_000),
     memory_levels=(1_000, 10_000),
-    worker_counts=(1, 2),
-    workers_load=LoadSpec(100, 100, 1_500, 1),
     profile_load=LoadSpec(1, 100, 30_000),
 )
 
@@ -385,32 +382,6 @@ class Bench:
         mon["scrape_core_pct"] = round(mon["scrape_cpu_ms"] / 10, 3)  # 1 scrape/s of 1000 ms
         mon.update(monitoring_cost(mon["runs"], mon["scrape_cpu_ms"] / 1000))
 
-    def workers(self, echo: EchoProcess) -> None:
-        say("== scaling with worker processes")
-        wk: dict[str, Any] = {"load": describe(self.plan.workers_load), "runs": []}
-        self.data["workers"] = wk
-        if not stunnerd_supports_workers():
-            wk["skipped"] = "this stunnerd has no --workers option yet (stunnerd --help)"
-            self.note(wk["skipped"])
-            return
-        spec = self.plan.workers_load
-        single = [
-            r
-            for r in self.data.get("throughput", {}).get("runs", [])
-            if r["server"] == "stunnerd"
-            and r.get("transport", "udp") == spec.transport
-            and (r["allocations"], r["size"], r["messages"], r["interval_ms"])
-            == (spec.allocations, spec.size, spec.messages, spec.interval_ms)
-        ]
-        if single:  # the throughput section already ran this load on one process
-            wk["runs"].append({"workers": 1, "runs": single, "aggregate": report.aggregate(single)})
-        for count in self.plan.worker_counts:
-            if count == 1 and single:
-                continue
-            with self.stunnerd(workers=count) as stunnerd:
-                runs = [self.load(stunnerd, echo, spec).to_json() for _ in range(self.plan.repeats)]
-            wk["runs"].append({"workers": count, "runs": runs, "aggregate": report.aggregate(runs)})
-
     def profile(self, echo: EchoProcess) -> dict[str, Any]:
         say("== profile: py-spy (and perf) on stunnerd, 100 B, 1 allocation")
         spec = self.plan.profile_load
@@ -602,7 +573,9 @@ def run(args: argparse.Namespace) -> int:
             ("throughput", bench.throughput),
             ("memory", bench.memory),
             ("monitoring", bench.monitoring),
-            ("workers", bench.workers),
+            ("saturation", lambda echo: saturation.run_saturation(bench, echo)),
+            ("workers", lambda echo: saturation.run_workers(bench, echo)),
+            ("calls", lambda echo: callsetup.run(bench, echo)),
         ]
         profile: dict[str, Any] | None = None
         with EchoProcess(PEER_HOST) as echo:
