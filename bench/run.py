@@ -39,6 +39,8 @@ from testkit.echo import EchoProcess
 from . import procstat, report
 from .driver import AllocationDriver, raise_nofile
 from .load import LoadResult, LoadSpec, run_load
+from .pionbuild import Build, ensure_built, go_version, pion_version
+from .pionserver import Pion
 from .profile import RATE, Perf, PySpy, pyspy_version, summarize
 from .prom import Prometheus, prometheus_binary, prometheus_version
 from .servers import (
@@ -57,7 +59,8 @@ STUNNERD_HOST = "127.0.0.11"
 COTURN_HOST = "127.0.0.12"
 PEER_HOST = "127.0.0.13"
 BASELINE_HOST = "127.0.0.14"
-SERVER_NAMES = ("stunnerd", "coturn")
+PION_HOST = "127.0.0.15"
+SERVER_NAMES = ("stunnerd", "coturn", "pion")
 SECTIONS = ("throughput", "memory", "monitoring", "workers", "profile")
 DEFAULT_SECTIONS = SECTIONS[:-1]
 NOFILE_WANTED = 65536
@@ -138,6 +141,7 @@ class Bench:
         self.data: dict[str, Any] = {"notes": [], "commands": {}}
         self._dirs = 0
         self._client_hosts = 0
+        self._pion: Build | None = None
 
     # helpers
 
@@ -202,6 +206,30 @@ class Bench:
         finally:
             server.stop()
 
+    @contextlib.contextmanager
+    def pion(self) -> Iterator[Pion | None]:
+        """pion/turn (bench/pion, built on first use), or None with a note saying why not."""
+        if self._pion is None:
+            t0 = time.monotonic()
+            self._pion = ensure_built(self.out / "pion", say=say)
+            self.data["pion"] = {
+                "binary": self._pion.binary and self._pion.binary.name,
+                "built_s": round(time.monotonic() - t0, 1) if self._pion.built else None,
+                "skipped": self._pion.skipped,
+            }
+        if self._pion.binary is None:
+            self.note(self._pion.skipped)
+            yield None
+            return
+        server = Pion(self.fresh_dir("pion"), PION_HOST, self.creds, self._pion.binary)
+        self.data["pion"]["gomaxprocs"] = server.gomaxprocs
+        try:
+            server.start()
+            self.command("pion", server.argv)
+            yield server
+        finally:
+            server.stop()
+
     def buffers(self, servers: list[ServerProcess]) -> None:
         """Note each server's listener socket buffers once: they explain much of the loss."""
         found = self.data.setdefault("listener_buffers", {})
@@ -209,13 +237,14 @@ class Bench:
             sizes = udp_buffers(server.host, server.port)
             if sizes is not None and server.name not in found:
                 found[server.name] = {"rcvbuf": sizes[0], "sndbuf": sizes[1]}
-        if len(found) == len(SERVER_NAMES):
+        named = [name for name in SERVER_NAMES if name in found]
+        if all(s.name in found for s in servers if s.name in SERVER_NAMES):
             self.note(
                 "listener socket buffers (ss -m): "
                 + ", ".join(
                     f"{name} SO_RCVBUF {found[name]['rcvbuf']:,} B, SO_SNDBUF "
                     f"{found[name]['sndbuf']:,} B"
-                    for name in SERVER_NAMES
+                    for name in named
                 )
                 + "; uclient sends in bursts (50 messages per client per tick), so compare "
                 "lost with UDP RcvbufErrors in the spread table"
@@ -245,11 +274,13 @@ class Bench:
             with (
                 self.stunnerd() as stunnerd,
                 self.coturn() as coturn,
+                self.pion() as pion,
                 self.baseline_stunnerd() as baseline,
             ):
                 servers: list[ServerProcess] = [
                     stunnerd,
                     *([coturn] if coturn else []),
+                    *([pion] if pion else []),
                     *([baseline] if baseline else []),
                 ]
                 self.buffers(servers)
@@ -270,6 +301,9 @@ class Bench:
         with self.coturn() as coturn:
             if coturn is not None:
                 self._memory_of(coturn, echo, levels, None)
+        with self.pion() as pion:
+            if pion is not None:
+                self._memory_of(pion, echo, levels, None)
 
     def _memory_levels(self) -> tuple[int, ...]:
         limit = raise_nofile(NOFILE_WANTED)
@@ -412,6 +446,9 @@ class Bench:
         with self.coturn() as coturn:
             if coturn is not None:
                 profile["perf"]["coturn"] = self.perf_profile(coturn, echo, spec)
+        with self.pion() as pion:
+            if pion is not None:
+                profile["perf"]["pion"] = self.perf_profile(pion, echo, spec)
         return profile
 
     def perf_profile(
@@ -521,6 +558,8 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "uvloop": version("uvloop"),
         "coturn": coturn_version(),
+        "pion": pion_version(),
+        "go": go_version(go) if (go := shutil.which("go")) else "not installed",
         "prometheus": prometheus_version(),
         "py_spy": pyspy_version(),
         "stunner": stunner.__version__,
