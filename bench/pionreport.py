@@ -80,38 +80,43 @@ DOC = """\
 ## pion/turn, the third server
 
 Upstream STUNner's stunnerd is written in Go on [pion/turn](https://github.com/pion/turn);
-STUNner v0.15 used pion/turn v2. So the bench runs pion/turn as a third server beside coturn,
-with pion beside coturn in the throughput, spread, allocation, memory and perf tables (its
-scrape columns stay empty: pion, like coturn, has no `/metrics`). The server is `bench/pion/main.go`, about 200 lines
-written for this bench on pion/turn's public API: TURN over UDP and TCP on one port, over
-TLS as well when given `-tls-port`, `-cert` and `-key`; one user with long-term credentials;
-UDP relay sockets on the listen address, in the same relay port range as the other servers;
-every peer admitted (pion's default permission handler); logs at `warn`.
+STUNner v0.15 used pion/turn v2. So the bench runs pion/turn as a third server, and shows it
+beside coturn in the throughput, spread, allocation, memory and perf tables (its scrape
+columns stay empty: like coturn, it has no `/metrics`). The server is `bench/pion/main.go`,
+about 250 lines written for this bench on pion/turn's public API: TURN over UDP and TCP on one
+port, and over TLS too when given `-tls-port`, `-cert` and `-key`; one user with long-term
+credentials; UDP relay sockets on the listen address, in the relay port range the other
+servers use; every peer admitted (pion's default permission handler); logs at `warn`.
 
-- **Install.** Debian has everything it needs, and the build is offline:
+- **Install.** Debian has all it needs, and the build is offline:
 
   ```console
   apt-get install golang-go golang-github-pion-turn.v2-dev
   ```
 
-  `golang-go` is Go 1.19 on bookworm; `golang-github-pion-turn.v2-dev` is pion/turn 2.1.0 and
-  its dependencies as Go source under `/usr/share/gocode/src`. Without them the bench prints
-  one line, `pion/turn: go is not installed (apt-get install golang-go
-  golang-github-pion-turn.v2-dev): skipped`, and measures stunnerd and coturn alone.
+  On bookworm `golang-go` is Go 1.19 and `golang-github-pion-turn.v2-dev` is pion/turn 2.1.0,
+  with its dependencies as Go source under `/usr/share/gocode/src`. Without them the bench
+  says so in one line (`pion/turn: go is not installed (apt-get install golang-go
+  golang-github-pion-turn.v2-dev): skipped`) and measures stunnerd and coturn alone.
 - **Build.** `bench/pionbuild.py` runs `go build -trimpath` in `bench/pion/` with
   `GO111MODULE=off GOPATH=/usr/share/gocode GOPROXY=off CGO_ENABLED=0`: GOPATH mode on
-  Debian's source tree, no module download. The `/v2` import paths resolve through Go's
-  minimal module compatibility. The binary is cached in `bench-results/pion/` under a hash of
-  `main.go`, the Go version and the pion sources (Go's build cache sits beside it), so only the
-  first run after a change builds it: about 25 s with a cold cache here, then nothing.
-- **One core: GOMAXPROCS=1.** coturn runs with one relay thread and stunnerd is one process, so
-  the bench gives pion one processor for Go code (`-gomaxprocs 1`). Its CPU time is summed over
-  all its threads, as for the others, so a CPU-second means the same for all three. With
-  GOMAXPROCS left at the machine's core count, pion would compete with uclient and the echo
-  peer for the second core of this 2-core machine, and its per-CPU-second figure would include
-  the cost of handing goroutines between threads, which the other two servers do not pay.
+  Debian's source tree, nothing downloaded. The `/v2` import paths resolve through Go's
+  minimal module compatibility. The binary is kept in `bench-results/pion/` under a hash of
+  `main.go`, the Go version and the pion sources, with Go's build cache beside it, so only the
+  first run after a change builds (about 25 s with a cold cache on this machine).
+- **One core: GOMAXPROCS=1.** coturn runs one relay thread and stunnerd one process, so pion
+  gets one processor for Go code (`-gomaxprocs 1`; the bench's `--pion-gomaxprocs N` changes
+  it). Its CPU time is summed over all its threads, as for the others. With a second
+  processor, pion would take the core that uclient and the echo peer need on this 2-core
+  machine, and spend CPU handing goroutines between threads, which the other two do not pay:
+  `nox -s bench -- --quick --only throughput --no-docs --pion-gomaxprocs 2` shows the
+  difference.
+- **Socket buffers.** Stock pion leaves its UDP sockets at the kernel's default buffers (208
+  KiB here). stunnerd and coturn ask for 4 MiB on theirs, so `main.go` takes
+  `-socket-buffer` and the bench asks for the same 4 MiB on pion's listener and relay
+  sockets: a burst meets the same room in all three, and loss compares like with like.
 - **How pion relays.** One goroutine reads the UDP listener and handles each client datagram
-  (STUN or ChannelData) in turn, one `recvfrom` and one `sendto` each; every allocation has a
-  goroutine of its own reading its relay socket and writing ChannelData back through the
-  listener socket; every TCP or TLS connection has its own goroutine. Nothing is batched.
+  (STUN or ChannelData) in turn, with one `recvfrom` and one `sendto`; each allocation has a
+  goroutine of its own that reads its relay socket and writes ChannelData back through the
+  listener socket; each TCP or TLS connection has its own goroutine. Nothing is batched.
 """

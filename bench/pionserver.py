@@ -4,13 +4,16 @@
 TCP, and over TLS when given a certificate; it is started, probed with a STUN Binding and
 measured exactly as coturn is. It runs with ``GOMAXPROCS=1`` by default: coturn gets one relay
 thread and stunnerd is one process, so each server's Go code, C code or Python code runs on
-one core at a time, and a CPU-second means the same for all three (see ``DOC``).
+one core at a time, and a CPU-second means the same for all three (see ``bench.pionreport``).
+Stock pion leaves its UDP sockets at the kernel's default buffers; here every UDP socket asks
+for what stunnerd's and coturn's ask for, so a burst meets the same room on all three.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from stunner.udp import SOCKET_BUFFER
 from testkit.ports import free_port
 
 from .servers import RELAY_PORTS, Credentials, ServerProcess
@@ -33,6 +36,7 @@ class Pion(ServerProcess):
         gomaxprocs: int = GOMAXPROCS,
         tls: tuple[Path, Path] | None = None,
         log_level: str = "warn",
+        socket_buffer: int = SOCKET_BUFFER,
     ) -> None:
         super().__init__(workdir, host, creds)
         self.binary = binary
@@ -40,6 +44,7 @@ class Pion(ServerProcess):
         self.tls = tls
         self.tls_port: int | None = free_port(host, udp=False) if tls else None
         self.log_level = log_level
+        self.socket_buffer = socket_buffer
 
     def command(self) -> list[str]:
         creds = self.creds
@@ -53,6 +58,7 @@ class Pion(ServerProcess):
             "-user", f"{creds.user}:{creds.password}",
             "-log-level", self.log_level,
             "-gomaxprocs", str(self.gomaxprocs),
+            "-socket-buffer", str(self.socket_buffer),
         ]  # fmt: skip
         if self.tls is not None and self.tls_port is not None:
             cert, key = self.tls

@@ -40,7 +40,7 @@ from . import procstat, report
 from .driver import AllocationDriver, raise_nofile
 from .load import LoadResult, LoadSpec, run_load
 from .pionbuild import Build, ensure_built, go_version, pion_version
-from .pionserver import Pion
+from .pionserver import GOMAXPROCS, Pion
 from .profile import RATE, Perf, PySpy, pyspy_version, summarize
 from .prom import Prometheus, prometheus_binary, prometheus_version
 from .servers import (
@@ -142,6 +142,7 @@ class Bench:
         self._dirs = 0
         self._client_hosts = 0
         self._pion: Build | None = None
+        self.pion_gomaxprocs = GOMAXPROCS
 
     # helpers
 
@@ -221,7 +222,10 @@ class Bench:
             self.note(self._pion.skipped)
             yield None
             return
-        server = Pion(self.fresh_dir("pion"), PION_HOST, self.creds, self._pion.binary)
+        server = Pion(
+            self.fresh_dir("pion"), PION_HOST, self.creds, self._pion.binary,
+            gomaxprocs=self.pion_gomaxprocs,
+        )  # fmt: skip
         self.data["pion"]["gomaxprocs"] = server.gomaxprocs
         try:
             server.start()
@@ -601,6 +605,7 @@ def run(args: argparse.Namespace) -> int:
                 say(f"--baseline {args.baseline}: cannot export that tree from git: {exc}")
                 return 2
         bench = Bench(plan, Path(tmp), out, baseline)
+        bench.pion_gomaxprocs = args.pion_gomaxprocs
         if args.baseline:
             bench.data["baseline"] = {"ref": args.baseline, "commit": commit}
         bench.data.update(
@@ -673,6 +678,17 @@ def write_docs(args: argparse.Namespace, sections: set[str], out: Path) -> None:
     say(f"wrote {args.docs}")
 
 
+def positive(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short loads, one run each")
@@ -685,6 +701,13 @@ def main(argv: list[str] | None = None) -> int:
         "--baseline",
         metavar="GITREF",
         help="also run stunnerd from this commit in the throughput section (before/after)",
+    )
+    parser.add_argument(
+        "--pion-gomaxprocs",
+        metavar="N",
+        type=positive,
+        default=GOMAXPROCS,
+        help=f"GOMAXPROCS of the pion/turn server (default {GOMAXPROCS}: one core, as the others)",
     )
     return run(parser.parse_args(argv))
 

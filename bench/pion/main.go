@@ -38,6 +38,7 @@ type options struct {
 	user       string
 	logLevel   string
 	gomaxprocs int
+	sockBuf    int
 }
 
 func parseFlags(args []string) (options, error) {
@@ -55,6 +56,7 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.user, "user", "", "long-term credential as name:password (required)")
 	fs.StringVar(&o.logLevel, "log-level", "warn", "disable, error, warn, info, debug or trace")
 	fs.IntVar(&o.gomaxprocs, "gomaxprocs", 0, "GOMAXPROCS for the relay (0: the Go runtime's choice)")
+	fs.IntVar(&o.sockBuf, "socket-buffer", 0, "bytes of receive and send buffer for every UDP socket (0: the kernel's default)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(os.Stdout)
@@ -85,6 +87,8 @@ func (o options) check() error {
 		return fmt.Errorf("-user %q is not name:password", o.user)
 	case o.gomaxprocs < 0:
 		return fmt.Errorf("-gomaxprocs %d is negative", o.gomaxprocs)
+	case o.sockBuf < 0:
+		return fmt.Errorf("-socket-buffer %d is negative", o.sockBuf)
 	}
 	_, err := levelOf(o.logLevel)
 	return err
@@ -108,13 +112,51 @@ func levelOf(name string) (logging.LogLevel, error) {
 
 // relayRange gives each listener its own generator: pion keeps one allocation table per
 // listener, and a generator fills in its defaults (network, random source) on validation.
-func (o options) relayRange() *turn.RelayAddressGeneratorPortRange {
-	return &turn.RelayAddressGeneratorPortRange{
+func (o options) relayRange() turn.RelayAddressGenerator {
+	ports := &turn.RelayAddressGeneratorPortRange{
 		RelayAddress: net.ParseIP(o.host),
 		Address:      o.host,
 		MinPort:      uint16(o.minPort),
 		MaxPort:      uint16(o.maxPort),
 	}
+	if o.sockBuf == 0 {
+		return ports
+	}
+	return buffered{ports, o.sockBuf}
+}
+
+// buffered sizes the buffers of each relay socket its generator opens, as -socket-buffer asks.
+type buffered struct {
+	*turn.RelayAddressGeneratorPortRange
+	size int
+}
+
+func (b buffered) AllocatePacketConn(network string, port int) (net.PacketConn, net.Addr, error) {
+	conn, addr, err := b.RelayAddressGeneratorPortRange.AllocatePacketConn(network, port)
+	if err == nil {
+		err = setBuffers(conn, b.size)
+		if err != nil {
+			_ = conn.Close()
+			return nil, nil, err
+		}
+	}
+	return conn, addr, err
+}
+
+// setBuffers asks for size bytes of receive and send buffer; the kernel caps the request at
+// net.core.rmem_max and wmem_max, as it does for the other servers.
+func setBuffers(conn net.PacketConn, size int) error {
+	if size == 0 {
+		return nil
+	}
+	udp, ok := conn.(*net.UDPConn)
+	if !ok {
+		return fmt.Errorf("a %T is not a UDP socket", conn)
+	}
+	if err := udp.SetReadBuffer(size); err != nil {
+		return err
+	}
+	return udp.SetWriteBuffer(size)
 }
 
 // listen opens every socket first, so a port already taken fails before the server starts.
@@ -131,6 +173,10 @@ func (o options) listen() (turn.ServerConfig, func(), error) {
 		return turn.ServerConfig{}, closeAll, err
 	}
 	opened = append(opened, udp.Close)
+	if err := setBuffers(udp, o.sockBuf); err != nil {
+		closeAll()
+		return turn.ServerConfig{}, closeAll, err
+	}
 	tcp, err := net.Listen("tcp4", address)
 	if err != nil {
 		closeAll()
