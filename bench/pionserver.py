@@ -37,6 +37,7 @@ class Pion(ServerProcess):
         tls: tuple[Path, Path] | None = None,
         log_level: str = "warn",
         socket_buffer: int = SOCKET_BUFFER,
+        relay_ports: tuple[int, int] = RELAY_PORTS,
     ) -> None:
         super().__init__(workdir, host, creds)
         self.binary = binary
@@ -45,6 +46,7 @@ class Pion(ServerProcess):
         self.tls_port: int | None = free_port(host, udp=False) if tls else None
         self.log_level = log_level
         self.socket_buffer = socket_buffer
+        self.relay_ports = relay_ports
 
     def command(self) -> list[str]:
         creds = self.creds
@@ -52,8 +54,8 @@ class Pion(ServerProcess):
             str(self.binary),
             "-host", self.host,
             "-port", str(self.port),
-            "-min-port", str(RELAY_PORTS[0]),
-            "-max-port", str(RELAY_PORTS[1]),
+            "-min-port", str(self.relay_ports[0]),
+            "-max-port", str(self.relay_ports[1]),
             "-realm", creds.realm,
             "-user", f"{creds.user}:{creds.password}",
             "-log-level", self.log_level,
