@@ -1,6 +1,8 @@
 """``python -m bench.run``: stunnerd against coturn, the cost of monitoring, memory, workers.
 
-Sections (``--only`` picks some): ``throughput`` (datagrams per server CPU-second, both
+pion/turn (``bench/pion``, built from Debian's Go packages) runs beside coturn in the
+throughput, memory and profile sections when Go is installed; without it, one line says so.
+Sections (``--only`` picks some): ``throughput`` (datagrams per server CPU-second, all
 servers, 100 B and 1000 B, 1/10/100 allocations), ``allocations`` and ``memory`` (one
 section: allocation rate, RSS per idle allocation, scrape time at 1,000 and 10,000
 allocations), ``monitoring`` (metrics off vs on with a real Prometheus), ``workers``
@@ -168,10 +170,12 @@ class Bench:
     def load(
         self, server: ServerProcess, echo: EchoProcess, spec: LoadSpec, **hooks: Any
     ) -> LoadResult:
+        t0 = time.monotonic()
         result = run_load(
             server, (self.creds.user, self.creds.password), echo, spec,
             local_host=self.client_host(), **hooks,
         )  # fmt: skip
+        self.spent(server.name, time.monotonic() - t0)
         self.command(f"uclient ({spec.allocations} allocations)", result.argv)
         status = "ok" if result.ok else f"FAILED: {result.error}"
         say(
@@ -207,11 +211,16 @@ class Bench:
         finally:
             server.stop()
 
+    def spent(self, server: str, seconds: float) -> None:
+        """Add to the wall time one server cost this run (its loads, start, memory section)."""
+        spent = self.data.setdefault("wall_s", {})
+        spent[server] = round(spent.get(server, 0.0) + seconds, 1)
+
     @contextlib.contextmanager
     def pion(self) -> Iterator[Pion | None]:
         """pion/turn (bench/pion, built on first use), or None with a note saying why not."""
+        t0 = time.monotonic()
         if self._pion is None:
-            t0 = time.monotonic()
             self._pion = ensure_built(self.out / "pion", say=say)
             self.data["pion"] = {
                 "binary": self._pion.binary and self._pion.binary.name,
@@ -230,9 +239,12 @@ class Bench:
         try:
             server.start()
             self.command("pion", server.argv)
+            self.spent("pion", time.monotonic() - t0)
             yield server
         finally:
+            t0 = time.monotonic()
             server.stop()
+            self.spent("pion", time.monotonic() - t0)
 
     def buffers(self, servers: list[ServerProcess]) -> None:
         """Note each server's listener socket buffers once: they explain much of the loss."""
@@ -307,7 +319,9 @@ class Bench:
                 self._memory_of(coturn, echo, levels, None)
         with self.pion() as pion:
             if pion is not None:
+                t0 = time.monotonic()
                 self._memory_of(pion, echo, levels, None)
+                self.spent("pion", time.monotonic() - t0)
 
     def _memory_levels(self) -> tuple[int, ...]:
         limit = raise_nofile(NOFILE_WANTED)
