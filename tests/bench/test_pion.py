@@ -13,6 +13,7 @@ import shutil
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -217,7 +218,7 @@ def test_pion_command_line(tmp_path: Path) -> None:
 # the report
 
 
-def three_servers() -> dict[str, object]:
+def three_servers() -> dict[str, Any]:
     return {
         "pion": {"gomaxprocs": 1},
         "throughput": {
@@ -255,12 +256,8 @@ def test_pion_table_puts_the_three_servers_and_their_ratios_side_by_side() -> No
 
 def test_without_pion_runs_there_is_no_pion_table_and_the_old_ratio_note() -> None:
     data = three_servers()
-    data["throughput"]["runs"] = [  # type: ignore[index]
-        r
-        for r in data["throughput"]["runs"]  # type: ignore[index]
-        if r["server"] != "pion"
-    ]
-    del data["allocation_rate"]["pion"]  # type: ignore[attr-defined]
+    data["throughput"]["runs"] = [r for r in data["throughput"]["runs"] if r["server"] != "pion"]
+    del data["allocation_rate"]["pion"]
     assert pionreport.tables(data) == []
     assert report.allocation_table(data).note == "stunnerd / coturn: 0.80x"
 
@@ -275,7 +272,7 @@ def test_pion_in_the_shared_tables() -> None:
     # the stunnerd/coturn ratio and the target ignore pion
     assert report.cells(data)[0]["ratio"] == pytest.approx(0.8)
     assert report.size_ratio(data, 100) == pytest.approx(0.8)
-    assert "## pion/turn, the third server" in report.render_markdown(data)  # type: ignore[arg-type]
+    assert "## pion/turn, the third server" in report.render_markdown(data)
 
 
 # the real thing: Go, Debian's pion sources, the built server, real TURN clients
@@ -338,5 +335,6 @@ async def test_built_server_relays_every_datagram_both_ways(pion: Pion, protocol
     finally:
         for client in clients:
             await client.close()
-        peer.transport.close()  # type: ignore[union-attr]
+        if peer.transport is not None:
+            peer.transport.close()
     assert pion.proc is not None and pion.proc.poll() is None
