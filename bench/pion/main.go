@@ -159,42 +159,44 @@ func setBuffers(conn net.PacketConn, size int) error {
 	return udp.SetWriteBuffer(size)
 }
 
-// listen opens every socket first, so a port already taken fails before the server starts.
-func (o options) listen() (turn.ServerConfig, func(), error) {
+// listen opens every socket first, so a port already taken fails before the server starts;
+// on an error it closes what it had opened.
+func (o options) listen() (config turn.ServerConfig, closeAll func(), err error) {
 	var opened []func() error
-	closeAll := func() {
+	closeAll = func() {
 		for _, c := range opened {
 			_ = c()
 		}
 	}
+	defer func() {
+		if err != nil {
+			closeAll()
+		}
+	}()
 	address := net.JoinHostPort(o.host, strconv.Itoa(o.port))
 	udp, err := net.ListenPacket("udp4", address)
 	if err != nil {
-		return turn.ServerConfig{}, closeAll, err
+		return config, closeAll, err
 	}
 	opened = append(opened, udp.Close)
-	if err := setBuffers(udp, o.sockBuf); err != nil {
-		closeAll()
-		return turn.ServerConfig{}, closeAll, err
+	if err = setBuffers(udp, o.sockBuf); err != nil {
+		return config, closeAll, err
 	}
 	tcp, err := net.Listen("tcp4", address)
 	if err != nil {
-		closeAll()
-		return turn.ServerConfig{}, closeAll, err
+		return config, closeAll, err
 	}
 	opened = append(opened, tcp.Close)
 	streams := []turn.ListenerConfig{{Listener: tcp, RelayAddressGenerator: o.relayRange()}}
 	if o.tlsPort != 0 {
 		pair, err := tls.LoadX509KeyPair(o.cert, o.key)
 		if err != nil {
-			closeAll()
-			return turn.ServerConfig{}, closeAll, fmt.Errorf("TLS certificate: %w", err)
+			return config, closeAll, fmt.Errorf("TLS certificate: %w", err)
 		}
-		config := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{pair}}
-		secure, err := tls.Listen("tcp4", net.JoinHostPort(o.host, strconv.Itoa(o.tlsPort)), config)
+		settings := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{pair}}
+		secure, err := tls.Listen("tcp4", net.JoinHostPort(o.host, strconv.Itoa(o.tlsPort)), settings)
 		if err != nil {
-			closeAll()
-			return turn.ServerConfig{}, closeAll, err
+			return config, closeAll, err
 		}
 		opened = append(opened, secure.Close)
 		streams = append(streams, turn.ListenerConfig{Listener: secure, RelayAddressGenerator: o.relayRange()})
