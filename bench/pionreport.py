@@ -64,7 +64,7 @@ def throughput_table(data: dict[str, Any]) -> report.Table:
         rows,
         "The same runs as the table above; pion ran with GOMAXPROCS="
         f"{data.get('pion', {}).get('gomaxprocs', '?')}, taking turns with the other two "
-        "under each load. pion's loads, start-ups and memory section took "
+        "under each load. pion's build (when it ran), start-ups, loads and memory section took "
         f"{report.fmt_int(data.get('wall_s', {}).get('pion'))} s of this run's wall time.",
     )
 
