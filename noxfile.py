@@ -134,7 +134,7 @@ def mutants(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON, default=False)
 def bench(session: nox.Session) -> None:
-    """stunnerd vs coturn per CPU-second, monitoring cost, memory: `-- --quick|--profile`."""
+    """stunnerd vs coturn and pion/turn per CPU-second, monitoring cost, memory: `-- --quick`."""
     _ensure_e2e_binaries(session)  # the same prometheus and coturn packages
     _install(session, "bench")
     session.run("python", "-m", "bench.run", *session.posargs)

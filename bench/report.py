@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import streams
+from . import pionreport, streams  # pionreport uses this module's helpers at call time
 
-SERVERS = ("stunnerd", "coturn")
+SERVERS = ("stunnerd", "coturn", "pion")
 RATIO_TARGET = 0.8
 MONITORING_TARGET_PCT = 3.0
 RSS_TARGET_BYTES = 8 * 1024
@@ -126,8 +126,8 @@ def cells(data: dict[str, Any], transport: str = "udp") -> list[dict[str, Any]]:
                 for r in runs
                 if (r["server"], r["size"], r["allocations"]) == (server, size, allocations)
             )
-        rates = [cell[s]["per_cpu_s"] if cell[s] else None for s in SERVERS]
-        cell["ratio"] = ratio(*rates)
+        rates = {s: cell[s]["per_cpu_s"] if cell[s] else None for s in SERVERS}
+        cell["ratio"] = ratio(rates["stunnerd"], rates["coturn"])
         out.append(cell)
     return out
 
@@ -136,7 +136,7 @@ def size_ratio(data: dict[str, Any], size: int, transport: str = "udp") -> float
     """stunnerd/coturn over all runs at ``size`` bytes: total datagrams per total CPU."""
     runs = [r for r in transport_runs(data, transport) if r["size"] == size]
     rates = []
-    for server in SERVERS:
+    for server in ("stunnerd", "coturn"):
         agg = aggregate(r for r in runs if r["server"] == server)
         rates.append(agg["per_cpu_s"] if agg else None)
     return ratio(*rates)
@@ -303,13 +303,11 @@ def allocation_table(data: dict[str, Any]) -> Table:
                     fmt_int(r["failed"]),
                 ]
             )
-    s, c = rates.get("stunnerd"), rates.get("coturn")
-    r = ratio(s and s["per_cpu_s"], c and c["per_cpu_s"])
     return Table(
         "Allocations set up per server CPU-second (401, Allocate, ChannelBind)",
         ["server", "allocations", "per CPU-s", "per s", "failed"],
         rows,
-        f"stunnerd / coturn: {fmt_ratio(r)}",
+        pionreport.ratios_note({s: r["per_cpu_s"] for s, r in rates.items() if r}),
     )
 
 
@@ -374,7 +372,7 @@ def memory_table(data: dict[str, Any]) -> Table:
         rows,
         "RSS per alloc = (RSS with N allocations - RSS before) / N, each allocation with a "
         "channel bound. Idle CPU: the server's CPU use over a few seconds with N allocations "
-        "and no traffic.",
+        "and no traffic. Scrape times are stunnerd's: coturn and pion have no /metrics.",
     )
 
 
@@ -392,6 +390,8 @@ def machine_table(data: dict[str, Any]) -> Table:
         ("python", "Python"),
         ("uvloop", "uvloop"),
         ("coturn", "coturn"),
+        ("pion", "pion/turn (Debian package)"),
+        ("go", "Go"),
         ("prometheus", "Prometheus"),
         ("py_spy", "py-spy"),
         ("stunner", "stunner"),
@@ -506,6 +506,7 @@ def tables(data: dict[str, Any]) -> list[Table]:
     return [
         targets_table(data),
         throughput_table(data),
+        *pionreport.tables(data),
         *([before_after] if before_after else []),
         spread_table(data),
         allocation_table(data),
@@ -666,7 +667,7 @@ def doc_head() -> str:
 
 
 def render_markdown(data: dict[str, Any], profile: dict[str, Any] | None = None) -> str:
-    parts = [doc_head()]
+    parts = [doc_head(), pionreport.DOC]
     parts.append(
         f"## Results\n\nRun: {data.get('started_at', '?')}, mode `{data.get('mode', '?')}`, "
         f"{data.get('elapsed_s', 0):.0f} s."

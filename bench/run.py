@@ -1,6 +1,8 @@
 """``python -m bench.run``: stunnerd against coturn, the cost of monitoring, memory, workers.
 
-Sections (``--only`` picks some): ``throughput`` (datagrams per server CPU-second, both
+pion/turn (``bench/pion``, built from Debian's Go packages) runs beside coturn in the
+throughput, memory and profile sections when Go is installed; without it, one line says so.
+Sections (``--only`` picks some): ``throughput`` (datagrams per server CPU-second, all
 servers, 100 B and 1000 B, 1/10/100 allocations), ``allocations`` and ``memory`` (one
 section: allocation rate, RSS per idle allocation, scrape time at 1,000 and 10,000
 allocations), ``monitoring`` (metrics off vs on with a real Prometheus), ``saturation``
@@ -41,6 +43,8 @@ from testkit.echo import EchoProcess
 from . import callsetup, procstat, report, saturation, streams
 from .driver import AllocationDriver, raise_nofile
 from .load import LoadResult, LoadSpec, run_load
+from .pionbuild import Build, ensure_built, go_version, pion_version
+from .pionserver import GOMAXPROCS, Pion
 from .profile import RATE, Perf, PySpy, pyspy_version, summarize
 from .prom import Prometheus, prometheus_binary, prometheus_version
 from .servers import (
@@ -59,7 +63,8 @@ STUNNERD_HOST = "127.0.0.11"
 COTURN_HOST = "127.0.0.12"
 PEER_HOST = "127.0.0.13"
 BASELINE_HOST = "127.0.0.14"
-SERVER_NAMES = ("stunnerd", "coturn")
+PION_HOST = "127.0.0.15"
+SERVER_NAMES = ("stunnerd", "coturn", "pion")
 SECTIONS = (
     "throughput", "memory", "monitoring", "saturation", "workers", "calls", "profile",
 )  # fmt: skip
@@ -153,6 +158,8 @@ class Bench:
         self.data: dict[str, Any] = {"notes": [], "commands": {}}
         self._dirs = 0
         self._client_hosts = 0
+        self._pion: Build | None = None
+        self.pion_gomaxprocs = GOMAXPROCS
 
     # helpers
 
@@ -178,10 +185,12 @@ class Bench:
     def load(
         self, server: ServerProcess, echo: EchoProcess, spec: LoadSpec, **hooks: Any
     ) -> LoadResult:
+        t0 = time.monotonic()
         result = run_load(
             server, (self.creds.user, self.creds.password), echo, spec,
             local_host=self.client_host(), **hooks,
         )  # fmt: skip
+        self.spent(server.name, time.monotonic() - t0)
         leg = "" if spec.transport == "udp" else f", {spec.transport.upper()}"
         self.command(f"uclient ({spec.allocations} allocations{leg})", result.argv)
         status = "ok" if result.ok else f"FAILED: {result.error}"
@@ -218,6 +227,41 @@ class Bench:
         finally:
             server.stop()
 
+    def spent(self, server: str, seconds: float) -> None:
+        """Add to the wall time one server cost this run (its loads, start, memory section)."""
+        spent = self.data.setdefault("wall_s", {})
+        spent[server] = round(spent.get(server, 0.0) + seconds, 1)
+
+    @contextlib.contextmanager
+    def pion(self) -> Iterator[Pion | None]:
+        """pion/turn (bench/pion, built on first use), or None with a note saying why not."""
+        t0 = time.monotonic()
+        if self._pion is None:
+            self._pion = ensure_built(self.out / "pion", say=say)
+            self.data["pion"] = {
+                "binary": self._pion.binary and self._pion.binary.name,
+                "built_s": round(time.monotonic() - t0, 1) if self._pion.built else None,
+                "skipped": self._pion.skipped,
+            }
+        if self._pion.binary is None:
+            self.note(self._pion.skipped)
+            yield None
+            return
+        server = Pion(
+            self.fresh_dir("pion"), PION_HOST, self.creds, self._pion.binary,
+            gomaxprocs=self.pion_gomaxprocs,
+        )  # fmt: skip
+        self.data["pion"]["gomaxprocs"] = server.gomaxprocs
+        try:
+            server.start()
+            self.command("pion", server.argv)
+            self.spent("pion", time.monotonic() - t0)
+            yield server
+        finally:
+            t0 = time.monotonic()
+            server.stop()
+            self.spent("pion", time.monotonic() - t0)
+
     def buffers(self, servers: list[ServerProcess]) -> None:
         """Note each server's listener socket buffers once: they explain much of the loss."""
         found = self.data.setdefault("listener_buffers", {})
@@ -225,13 +269,14 @@ class Bench:
             sizes = udp_buffers(server.host, server.port)
             if sizes is not None and server.name not in found:
                 found[server.name] = {"rcvbuf": sizes[0], "sndbuf": sizes[1]}
-        if len(found) == len(SERVER_NAMES):
+        named = [name for name in SERVER_NAMES if name in found]
+        if all(s.name in found for s in servers if s.name in SERVER_NAMES):
             self.note(
                 "listener socket buffers (ss -m): "
                 + ", ".join(
                     f"{name} SO_RCVBUF {found[name]['rcvbuf']:,} B, SO_SNDBUF "
                     f"{found[name]['sndbuf']:,} B"
-                    for name in SERVER_NAMES
+                    for name in named
                 )
                 + "; uclient sends in bursts (50 messages per client per tick), so compare "
                 "lost with UDP RcvbufErrors in the spread table"
@@ -263,11 +308,13 @@ class Bench:
             with (
                 self.stunnerd() as stunnerd,
                 self.coturn() as coturn,
+                self.pion() as pion,
                 self.baseline_stunnerd() as baseline,
             ):
                 servers: list[ServerProcess] = [
                     stunnerd,
                     *([coturn] if coturn else []),
+                    *([pion] if pion else []),
                     *([baseline] if baseline else []),
                 ]
                 self.buffers(servers)
@@ -291,6 +338,11 @@ class Bench:
         with self.coturn() as coturn:
             if coturn is not None:
                 self._memory_of(coturn, echo, levels, None)
+        with self.pion() as pion:
+            if pion is not None:
+                t0 = time.monotonic()
+                self._memory_of(pion, echo, levels, None)
+                self.spent("pion", time.monotonic() - t0)
 
     def _memory_levels(self) -> tuple[int, ...]:
         limit = raise_nofile(NOFILE_WANTED)
@@ -408,6 +460,9 @@ class Bench:
         with self.coturn() as coturn:
             if coturn is not None:
                 profile["perf"]["coturn"] = self.perf_profile(coturn, echo, spec)
+        with self.pion() as pion:
+            if pion is not None:
+                profile["perf"]["pion"] = self.perf_profile(pion, echo, spec)
         profile["transports"] = streams.profile(self, echo)
         return profile
 
@@ -518,6 +573,8 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "uvloop": version("uvloop"),
         "coturn": coturn_version(),
+        "pion": pion_version(),
+        "go": go_version(go) if (go := shutil.which("go")) else "not installed",
         "prometheus": prometheus_version(),
         "py_spy": pyspy_version(),
         "stunner": stunner.__version__,
@@ -559,6 +616,7 @@ def run(args: argparse.Namespace) -> int:
                 say(f"--baseline {args.baseline}: cannot export that tree from git: {exc}")
                 return 2
         bench = Bench(plan, Path(tmp), out, baseline)
+        bench.pion_gomaxprocs = args.pion_gomaxprocs
         if args.baseline:
             bench.data["baseline"] = {"ref": args.baseline, "commit": commit}
         bench.data.update(
@@ -633,6 +691,17 @@ def write_docs(args: argparse.Namespace, sections: set[str], out: Path) -> None:
     say(f"wrote {args.docs}")
 
 
+def positive(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short loads, one run each")
@@ -645,6 +714,13 @@ def main(argv: list[str] | None = None) -> int:
         "--baseline",
         metavar="GITREF",
         help="also run stunnerd from this commit in the throughput section (before/after)",
+    )
+    parser.add_argument(
+        "--pion-gomaxprocs",
+        metavar="N",
+        type=positive,
+        default=GOMAXPROCS,
+        help=f"GOMAXPROCS of the pion/turn server (default {GOMAXPROCS}: one core, as the others)",
     )
     return run(parser.parse_args(argv))
 
