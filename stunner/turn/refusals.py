@@ -5,8 +5,8 @@ fill the disk: each (event, source IP) pair may write ``BURST`` lines per ``INTE
 all sources together ``GLOBAL_BURST`` lines per listener (stunner.ratelog). Levels:
 
 - INFO: authentication failures (user and source; never a password), refused peers (403),
-  quota and capacity refusals (486, 508), TLS handshake failures, allocation ends and their
-  reason.
+  quota and capacity refusals (486, 508), answers the amplification guard withheld, TLS
+  handshake failures, allocation ends and their reason.
 - DEBUG: the other error answers (400, 420, 437, 438, 440-443): protocol noise that
   standards-following clients cause every day (a stale nonce, an IPv6 or TCP allocation a
   browser tries first, a retransmission after a restart); they say nothing about an attack
@@ -102,6 +102,19 @@ class RefusalLog:
             client[1],
             code,
             level=logging.DEBUG,
+        )
+
+    def withheld(self, client: Address, request: Message) -> None:
+        """An unauthenticated answer the amplification guard did not send: the client waits
+        for its retransmission, so a crowd of clients behind one address (a NAT) shows here."""
+        self.lines.log(
+            "withheld",
+            client[0],
+            "%s: answer to %s from %s:%d withheld: over the amplification budget",
+            self.name,
+            _method(request),
+            client[0],
+            client[1],
         )
 
     def deleted(self, client: Address, what: str, reason: DeleteReason) -> None:

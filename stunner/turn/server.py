@@ -259,6 +259,7 @@ class TurnServer:
             and not self.guard.allow(client.addr[0], len(request.raw), len(data))
         ):
             drop(self.stats, Drop.AMPLIFICATION, len(request.raw))  # over a budget: not sent
+            self.refusals.withheld(client.addr, request)
             return b""
         self.send_control(client, data, request.method, code)
         return data

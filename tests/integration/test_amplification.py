@@ -8,6 +8,7 @@ land, and the listener's counters must agree: every request is rx, each is eithe
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Iterator
 
@@ -16,6 +17,7 @@ import pytest
 from stunner.stats import Drop, ListenerStats
 from stunner.stun import Class, Message, Method, parse_message
 from stunner.turn.limits import AmplificationGuard
+from stunner.turn.refusals import BURST
 from testkit.wait import wait_for
 from tests.integration.conftest import Gateway
 
@@ -98,11 +100,21 @@ async def test_a_spoofed_flood_gets_exactly_the_global_budget(
     )
 
 
+def withheld_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "stunner.turn" and r.levelno == logging.INFO and "withheld" in r.getMessage()
+    ]
+
+
 async def test_one_source_past_its_budget_is_answered_only_with_its_own_bytes(
-    gateway: Gateway, sources: list[socket.socket]
+    gateway: Gateway, sources: list[socket.socket], caplog: pytest.LogCaptureFixture
 ) -> None:
     """20 Allocates from one address with a 200-B source budget: answers may total
-    20 * 28 + 200 = 760 B, so exactly 9 of the 80-B answers go out."""
+    20 * 28 + 200 = 760 B, so exactly 9 of the 80-B answers go out; the 11 withheld leave
+    ``BURST`` rate-limited INFO lines naming the source."""
+    caplog.set_level(logging.INFO, logger="stunner.turn")
     small_guard(gateway, source_budget=200)
     sock, target = sources[0], ("127.0.0.1", gateway.ports["UDP"])
     for _ in range(20):
@@ -111,6 +123,15 @@ async def test_one_source_past_its_budget_is_answered_only_with_its_own_bytes(
     await wait_for(lambda: stats.rx_packets == 20, what="all 20 requests read")
     assert len(answers(sock)) == 9 == stats.tx_packets
     assert stats.dropped_packets[Drop.AMPLIFICATION] == 11
+    port = sock.getsockname()[1]
+    assert (
+        withheld_lines(caplog)
+        == [
+            f"{gateway.listener_name('UDP')}: answer to ALLOCATE from 127.202.0.1:{port} withheld: "
+            "over the amplification budget"
+        ]
+        * BURST
+    )
     (other,) = [answers(s) for s in sources[1:2]]
     sources[1].sendto(ALLOCATE.encode(), target)  # another address: its own budget
     await wait_for(lambda: stats.tx_packets == 10, what="the other source's 401")
