@@ -641,7 +641,11 @@ def run(args: argparse.Namespace) -> int:
             for name, step in steps:
                 if name in sections:
                     t0 = time.monotonic()
-                    step(echo)
+                    try:
+                        step(echo)
+                    except Exception as exc:  # one broken section must not lose the others
+                        bench.data.setdefault("failed_sections", {})[name] = repr(exc)
+                        bench.note(f"section {name} failed: {exc!r}")
                     say(f"   ({name}: {time.monotonic() - t0:.0f} s)")
             if "profile" in sections:
                 profile = bench.profile(echo)
