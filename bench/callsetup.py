@@ -17,8 +17,8 @@ from . import pinning
 from .driver import WINDOW, AllocationDriver, DriveResult
 from .latency import Probe, floor, percentile, probe
 from .paced import clients_for, split_clients, uclients
-from .report import Table, fmt_int, fmt_ratio, ratio
-from .saturation import SERVER_FACTORIES, knee_of, pinned, say, servers
+from .report import SERVERS, Table, fmt_int, fmt_ratio, ratio
+from .saturation import knee_of, pinned, say, servers
 
 LOAD_SHARE = 0.5  # of the server's knee
 FALLBACK_RATE = 10_000  # messages/s when no knee was measured in this run
@@ -69,7 +69,7 @@ def relay_probe(server: Any, echo: EchoProcess, creds: Any, count: int) -> Probe
 def background_rate(data: dict[str, Any]) -> float:
     """Half of the lowest knee measured in this run, the same for every server so their
     latencies compare; ``FALLBACK_RATE`` without one."""
-    knees = [k for k in (knee_of(data, n) for n in SERVER_FACTORIES) if k]
+    knees = [k for k in (knee_of(data, n) for n in SERVERS) if k]
     return LOAD_SHARE * min(knees) if knees else FALLBACK_RATE
 
 
@@ -110,7 +110,7 @@ def run(bench: Any, echo: EchoProcess) -> None:
 
 
 def _names(calls: dict[str, Any]) -> list[str]:
-    return [n for n in SERVER_FACTORIES if n in calls.get("servers", {})]
+    return [n for n in SERVERS if n in calls.get("servers", {})]
 
 
 def _ms(value: float | None) -> str:

@@ -64,7 +64,6 @@ COTURN_HOST = "127.0.0.12"
 PEER_HOST = "127.0.0.13"
 BASELINE_HOST = "127.0.0.14"
 PION_HOST = "127.0.0.15"
-SERVER_NAMES = ("stunnerd", "coturn", "pion")
 SECTIONS = (
     "throughput", "memory", "monitoring", "saturation", "workers", "calls", "profile",
 )  # fmt: skip
@@ -269,8 +268,8 @@ class Bench:
             sizes = udp_buffers(server.host, server.port)
             if sizes is not None and server.name not in found:
                 found[server.name] = {"rcvbuf": sizes[0], "sndbuf": sizes[1]}
-        named = [name for name in SERVER_NAMES if name in found]
-        if all(s.name in found for s in servers if s.name in SERVER_NAMES):
+        named = [name for name in report.SERVERS if name in found]
+        if all(s.name in found for s in servers if s.name in report.SERVERS):
             self.note(
                 "listener socket buffers (ss -m): "
                 + ", ".join(

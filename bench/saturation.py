@@ -22,11 +22,10 @@ from testkit.echo import EchoProcess
 from . import pinning
 from .load import LoadSpec, run_load
 from .paced import Step, clients_for, run_step, split_clients
-from .report import Table, fmt_int, fmt_pct, fmt_ratio, ratio
+from .report import SERVERS, Table, fmt_int, fmt_pct, fmt_ratio, ratio
 from .servers import stunnerd_supports_workers
 
 LOSS_LIMIT = 1.0  # percent
-SERVER_FACTORIES = ("stunnerd", "coturn", "pion")  # Bench methods; absent ones are skipped
 WORKERS_TARGET = 0.9
 
 
@@ -143,7 +142,7 @@ def pinned(echo: EchoProcess, load_cores: set[int]) -> Iterator[None]:
 
 def servers(bench: Any) -> Iterator[tuple[str, Any]]:
     """(name, context manager factory) of every server this bench can start."""
-    for name in SERVER_FACTORIES:
+    for name in SERVERS:  # Bench methods of these names; absent servers are skipped
         factory = getattr(bench, name, None)
         if factory is not None:
             yield name, factory
@@ -314,7 +313,7 @@ def run_workers(bench: Any, echo: EchoProcess) -> None:
 
 
 def _servers_in(section: dict[str, Any]) -> list[str]:
-    return [s for s in SERVER_FACTORIES if s in section]
+    return [s for s in SERVERS if s in section]
 
 
 def _knee_cells(entry: dict[str, Any] | None) -> tuple[str, str, str]:

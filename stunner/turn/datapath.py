@@ -444,11 +444,10 @@ class RelayReceiver:
         self.refusal = allocation.client.refusal  # the drop reason when it refuses a frame
         # A UDP client takes one ChannelData datagram of at most 65,507 bytes; a stream
         # frame's 16-bit length fits any UDP payload.
-        datagram = isinstance(allocation.client, DatagramClient)
         # A UDP client's way out for a run of one frame: a sendto without the run sender.
-        self.udp_out = (
-            allocation.client.sock if isinstance(allocation.client, DatagramClient) else None
-        )
+        client = allocation.client
+        self.udp_out = client.sock if isinstance(client, DatagramClient) else None
+        datagram = self.udp_out is not None
         self.udp_addr = allocation.client.addr
         self.largest = MAX_DATAGRAM_RELAYED if datagram else MAX_UDP_PAYLOAD
         self.pad = 0 if datagram else 3  # RFC 8656 12.5: stream frames are padded to 4
