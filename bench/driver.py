@@ -108,6 +108,7 @@ class AllocationDriver:
         *,
         create_permission: bool = False,
         window: int = WINDOW,
+        rto: float = RTO,
     ) -> None:
         self.server = server
         self.user = user
@@ -116,6 +117,7 @@ class AllocationDriver:
         self.next_index = first_index
         self.create_permission = create_permission
         self.window = window
+        self.rto = rto  # retransmission timeout; long under valgrind, where answers are slow
         self.sockets: list[socket.socket] = []
         self._keys: dict[str, bytes] = {}
 
@@ -222,7 +224,7 @@ class AllocationDriver:
                         result.errors[error] += 1
                 now = time.monotonic()
                 for fd, client in list(active.items()):
-                    if now - client.sent_at < RTO or client.request is None:
+                    if now - client.sent_at < self.rto or client.request is None:
                         continue
                     if client.tries >= TRIES:
                         sel.unregister(client.sock)

@@ -41,8 +41,15 @@ _TOTAL = re.compile(r"^(?:summary|totals):\s+(\d+)", re.MULTILINE)
 class CallgrindStunnerd(Stunnerd):
     """stunnerd under ``valgrind --tool=callgrind``, counting from ``zero()`` to ``dump()``."""
 
-    def __init__(self, workdir: Path, creds: Credentials, tree: Path | None) -> None:
-        super().__init__(workdir, HOST, creds, PEER_HOST, baseline=tree)
+    def __init__(
+        self,
+        workdir: Path,
+        creds: Credentials,
+        tree: Path | None,
+        host: str = HOST,
+        peer_host: str = PEER_HOST,
+    ) -> None:
+        super().__init__(workdir, host, creds, peer_host, baseline=tree)
         self.out = workdir / "callgrind.out"
 
     def command(self) -> list[str]:

@@ -46,12 +46,11 @@ class PlaintextAuth:
     def __init__(self, realm: str, username: str, password: str) -> None:
         self.realm = realm
         self._username = username
+        self._username_bytes = username.encode()
         self._key = long_term_key(username, realm, password)
 
     def key_for(self, username: str) -> bytes | None:
-        return (
-            self._key if hmac.compare_digest(username.encode(), self._username.encode()) else None
-        )
+        return self._key if hmac.compare_digest(username.encode(), self._username_bytes) else None
 
     def refusal(self, username: str) -> str:
         return "unknown user"

@@ -11,6 +11,7 @@ import socket
 from collections.abc import Collection, Iterable
 
 from .config import ClusterConfig
+from .stun.attributes import ipv4_packed
 
 logger = logging.getLogger("stunner.cluster")
 
@@ -38,15 +39,33 @@ SPECIAL_NETWORKS: tuple[IPNetwork, ...] = tuple(
 )
 
 
+# Per IP version, in SPECIAL_NETWORKS order: (network, first, last) as integers, so that the
+# check of each CreatePermission and ChannelBind peer is integer comparisons.
+_SPECIAL_RANGES: dict[int, tuple[tuple[IPNetwork, int, int], ...]] = {
+    version: tuple(
+        (net, int(net.network_address), int(net.broadcast_address))
+        for net in SPECIAL_NETWORKS
+        if net.version == version
+    )
+    for version in (4, 6)
+}
+
+
 def special_network(addr: IPAddress) -> IPNetwork | None:
     """The special range ``addr`` falls in, if any."""
-    for net in SPECIAL_NETWORKS:
-        if addr.version == net.version and addr in net:
+    value = int(addr)
+    for net, first, last in _SPECIAL_RANGES[addr.version]:
+        if first <= value <= last:
             return net
     return None
 
 
 def _parse_ip(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    # A dotted quad through inet_pton, which takes exactly what ipaddress takes for IPv4
+    # (stunner.stun.attributes.ipv4_packed), at a fraction of its cost; the rest as before.
+    packed = ipv4_packed(ip)
+    if packed is not None:
+        return ipaddress.IPv4Address(packed)
     try:
         return ipaddress.ip_address(ip)
     except ValueError:

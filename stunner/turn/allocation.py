@@ -9,6 +9,7 @@ that keeps them right, so the forwarding loops need one lookup per datagram.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable
 
 from ..stun import Address
@@ -27,6 +28,7 @@ class Allocation:
         "created_at",
         "expires_at",
         "key",
+        "next_expiry",
         "peer_channels",
         "peer_routes",
         "permissions",
@@ -52,6 +54,9 @@ class Allocation:
         self.channels: dict[int, Address] = {}
         self.peer_channels: dict[Address, int] = {}
         self.channel_expiry: dict[int, float] = {}
+        # No permission or channel expires before this (a lower bound: a refresh may push the
+        # true one later), so the sweeper's ``expire`` is one comparison most seconds.
+        self.next_expiry = math.inf
         # The channels open for data, both ways (see the module docstring). The relay
         # receiver binds these dicts once, so they are changed in place, never replaced.
         self.routes: dict[int, Address] = {}
@@ -72,6 +77,8 @@ class Allocation:
     def permit(self, ip: str, expires_at: float) -> None:
         new = ip not in self.permissions
         self.permissions[ip] = expires_at
+        if expires_at < self.next_expiry:
+            self.next_expiry = expires_at
         if new:
             self._reroute()
 
@@ -83,6 +90,8 @@ class Allocation:
         self.channels[channel] = peer
         self.peer_channels[peer] = channel
         self.channel_expiry[channel] = expires_at
+        if expires_at < self.next_expiry:
+            self.next_expiry = expires_at
         self._reroute()
 
     def unbind_channel(self, channel: int) -> None:
@@ -105,10 +114,16 @@ class Allocation:
 
     def expire(self, now: float) -> None:
         """Drop the permissions and channels whose time is up."""
+        if now < self.next_expiry:
+            return
         for ip in [ip for ip, t in self.permissions.items() if t <= now]:
             self.revoke(ip)
         for channel in [c for c, t in self.channel_expiry.items() if t <= now]:
             self.unbind_channel(channel)
+        self.next_expiry = min(
+            min(self.permissions.values(), default=math.inf),
+            min(self.channel_expiry.values(), default=math.inf),
+        )
 
     def close(self) -> None:
         if self.closed:

@@ -40,6 +40,8 @@ def error_response(request: Message, code: int, reason: str | None = None) -> Me
 
 
 def success_response(request: Message, **attributes: Any) -> Message:
+    """A success answer; keyword names are attribute names with "_" for "-"."""
     response = Message(request.method, Class.SUCCESS, request.transaction_id)
-    response.attributes.update({k.replace("_", "-"): v for k, v in attributes.items()})
+    if attributes:
+        response.attributes.update({k.replace("_", "-"): v for k, v in attributes.items()})
     return response

@@ -123,7 +123,7 @@ class TurnServer:
         for alloc in list(self.allocations.values()):
             if alloc.expires_at <= now:
                 self.delete_allocation(alloc, DeleteReason.EXPIRED)
-            else:
+            elif alloc.next_expiry <= now:  # most seconds, nothing of it expires
                 alloc.expire(now)
 
     def revoke_unadmitted(self) -> int:

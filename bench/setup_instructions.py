@@ -1,0 +1,179 @@
+"""``python -m bench.setup_instructions``: user-space instructions per call setup, exactly.
+
+Why: the ``calls`` section's setups per CPU-second move by +-10% on this shared machine, so a
+5% change to the control path cannot be judged from it. Here stunnerd runs under valgrind's
+callgrind and ``bench.driver.AllocationDriver`` makes ``--setups`` browser-like setups (401,
+authenticated Allocate, CreatePermission, ChannelBind: four requests, four answers), after
+``WARMUP`` setups that fill the caches a long-running server has warm. Counting starts after
+them (``callgrind_control --zero``) and ends with a dump: instructions / setups. The driver's
+retransmission timeout is long, so no request is sent twice however slow valgrind is.
+
+``--profile`` runs the same workload against stunnerd under cProfile instead (no valgrind),
+switched on and off around the workload by SIGUSR1/SIGUSR2, and prints the functions where
+the time goes, with calls per setup. ``--annotate`` prints callgrind's own top functions
+(C level: the interpreter, libcrypto, the kernel interface).
+"""
+
+from __future__ import annotations
+
+import argparse
+import pstats
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .driver import AllocationDriver
+from .instructions import CallgrindStunnerd
+from .run import say
+from .servers import Credentials, Stunnerd
+
+HOST = "127.0.0.35"
+PEER_HOST = "127.0.0.36"
+PEER_PORT = 9  # never sent to: a setup only names the peer
+WARMUP = 20
+WINDOW = 8  # setups in flight: a wake-up may read several requests, as under load
+_ROW = re.compile(r"^\s*[\d,]+ \(")  # a callgrind_annotate row: "1,234 (5.6%)  file:function"
+RTO = 120.0  # seconds: under valgrind an answer can take long; never retransmit
+
+# stunnerd with a cProfile switched on by SIGUSR1 and off (dumped to argv[1]) by SIGUSR2; run
+# with ``-c`` so that it works in any tree (``--tree``), which has no bench.setup_instructions.
+_PROFILED = """\
+import cProfile, runpy, signal, sys
+out = sys.argv.pop(1)
+profile = cProfile.Profile()
+def start(*_):
+    profile.clear()
+    profile.enable()
+def stop(*_):
+    profile.disable()
+    profile.dump_stats(out)
+signal.signal(signal.SIGUSR1, start)
+signal.signal(signal.SIGUSR2, stop)
+sys.argv[0] = "stunnerd"
+runpy.run_module("stunner.cli.stunnerd", run_name="__main__")
+"""
+
+
+class ProfiledStunnerd(Stunnerd):
+    """stunnerd under cProfile from ``start()`` (SIGUSR1) to ``stop()`` (SIGUSR2)."""
+
+    def __init__(self, workdir: Path, creds: Credentials, tree: Path | None) -> None:
+        super().__init__(workdir, HOST, creds, PEER_HOST, baseline=tree)
+        self.out = workdir / "setup.pstats"
+
+    def command(self) -> list[str]:
+        python, _, _, *rest = super().command()  # python -m stunner.cli.stunnerd ...
+        return [python, "-c", _PROFILED, str(self.out), *[a for a in rest if a != "-w"]]
+
+    def profile_on(self) -> None:
+        self.out.unlink(missing_ok=True)
+        self.proc.send_signal(signal.SIGUSR1)  # type: ignore[union-attr]
+        time.sleep(0.2)  # the handler runs at stunnerd's next Python step (its sweeper: 1 s)
+
+    def profile_off(self) -> pstats.Stats:
+        self.proc.send_signal(signal.SIGUSR2)  # type: ignore[union-attr]
+        deadline = time.monotonic() + 10
+        while not self.out.exists() or self.out.stat().st_size == 0:
+            if time.monotonic() > deadline:
+                raise RuntimeError("stunnerd wrote no profile")
+            time.sleep(0.1)
+        time.sleep(0.2)
+        return pstats.Stats(str(self.out))
+
+
+def drive(server: Stunnerd, creds: Credentials, count: int, first: int) -> None:
+    driver = AllocationDriver(
+        (server.host, server.port), creds.user, creds.password, (PEER_HOST, PEER_PORT), first,
+        create_permission=True, window=WINDOW, rto=RTO,
+    )  # fmt: skip
+    try:
+        result = driver.drive(count, timeout=3600)
+        if result.completed != count:
+            raise RuntimeError(f"setups: {result.to_json()}")
+    finally:
+        driver.close()
+
+
+def count_instructions(
+    tree: Path | None, setups: int, annotate: int, keep: Path | None = None
+) -> float:
+    creds = Credentials()
+    with tempfile.TemporaryDirectory(prefix="callgrind-setup-") as tmp:
+        server = CallgrindStunnerd(Path(tmp), creds, tree, HOST, PEER_HOST)
+        server.start()
+        try:
+            drive(server, creds, WARMUP, 0)
+            server.control("--zero")
+            started = time.monotonic()
+            drive(server, creds, setups, WARMUP)
+            server.control("--dump")
+            say(f"{setups} setups took {time.monotonic() - started:.1f} s under valgrind")
+            if annotate:
+                dump = sorted(Path(tmp).glob("callgrind.out.*"))[-1]
+                out = subprocess.run(
+                    ["callgrind_annotate", "--inclusive=no", str(dump)],
+                    capture_output=True, text=True, check=True,
+                )  # fmt: skip
+                lines = [line for line in out.stdout.splitlines() if _ROW.match(line)]
+                say("\n".join(lines[1 : 1 + annotate]))  # the first row is the total
+            if keep is not None:
+                for dump in Path(tmp).glob("callgrind.out*"):
+                    shutil.copy(dump, keep)
+            return server.instructions() / setups
+        finally:
+            server.stop()
+
+
+def profile(tree: Path | None, setups: int, top: int) -> None:
+    creds = Credentials()
+    with tempfile.TemporaryDirectory(prefix="profile-setup-") as tmp:
+        server = ProfiledStunnerd(Path(tmp), creds, tree)
+        server.start()
+        try:
+            drive(server, creds, WARMUP, 0)
+            server.profile_on()
+            drive(server, creds, setups, WARMUP)
+            stats = server.profile_off()
+        finally:
+            server.stop()
+    say(f"cProfile, {setups} setups (tottime: the function's own time, under the profiler)")
+    say(f"{'calls/setup':>11} {'tottime %':>9} {'cumtime %':>9}  function")
+    raw = stats.stats  # type: ignore[attr-defined]
+    total = sum(entry[2] for entry in raw.values()) or 1.0
+    rows = sorted(raw.items(), key=lambda item: item[1][2], reverse=True)[:top]
+    for (path, line, name), (_, calls, tottime, cumtime, _) in rows:
+        where = f"{Path(path).name}:{line}" if line else path
+        say(
+            f"{calls / setups:11.2f} {100 * tottime / total:8.1f}% "
+            f"{100 * cumtime / total:8.1f}%  {name} ({where})"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tree", type=Path, help="another tree's stunner (git archive)")
+    parser.add_argument("--setups", type=int, default=200)
+    parser.add_argument("--annotate", type=int, default=0, help="print callgrind's top N")
+    parser.add_argument("--keep", type=Path, help="copy the callgrind dumps to this directory")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="cProfile instead of callgrind: print the top N functions")  # fmt: skip
+    args = parser.parse_args()
+    if args.profile:
+        profile(args.tree, args.setups, args.profile)
+        return
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        sys.exit("bench.setup_instructions: valgrind (callgrind) is not installed")
+    per = count_instructions(args.tree, args.setups, args.annotate, args.keep)
+    say(
+        f"{per:,.0f} instructions per call setup (401, Allocate, CreatePermission, "
+        f"ChannelBind; {args.setups} setups, {WINDOW} in flight, tree {args.tree or 'this one'})"
+    )
+
+
+if __name__ == "__main__":
+    main()
