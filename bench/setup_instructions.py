@@ -86,17 +86,19 @@ class ProfiledStunnerd(Stunnerd):
         return pstats.Stats(str(self.out))
 
 
-def drive(server: Stunnerd, creds: Credentials, count: int, first: int) -> None:
-    driver = AllocationDriver(
-        (server.host, server.port), creds.user, creds.password, (PEER_HOST, PEER_PORT), first,
+def driver_for(server: Stunnerd, creds: Credentials) -> AllocationDriver:
+    """One driver for warm-up and workload: its source addresses never repeat (a repeated
+    one would meet its old allocation: 437), even where another run holds some of them."""
+    return AllocationDriver(
+        (server.host, server.port), creds.user, creds.password, (PEER_HOST, PEER_PORT),
         create_permission=True, window=WINDOW, rto=RTO,
     )  # fmt: skip
-    try:
-        result = driver.drive(count, timeout=3600)
-        if result.completed != count:
-            raise RuntimeError(f"setups: {result.to_json()}")
-    finally:
-        driver.close()
+
+
+def drive(driver: AllocationDriver, count: int) -> None:
+    result = driver.drive(count, timeout=3600)
+    if result.completed != count:
+        raise RuntimeError(f"setups: {result.to_json()}")
 
 
 def count_instructions(
@@ -106,11 +108,12 @@ def count_instructions(
     with tempfile.TemporaryDirectory(prefix="callgrind-setup-") as tmp:
         server = CallgrindStunnerd(Path(tmp), creds, tree, HOST, PEER_HOST)
         server.start()
+        driver = driver_for(server, creds)
         try:
-            drive(server, creds, WARMUP, 0)
+            drive(driver, WARMUP)
             server.control("--zero")
             started = time.monotonic()
-            drive(server, creds, setups, WARMUP)
+            drive(driver, setups)
             server.control("--dump")
             say(f"{setups} setups took {time.monotonic() - started:.1f} s under valgrind")
             if annotate:
@@ -126,6 +129,7 @@ def count_instructions(
                     shutil.copy(dump, keep)
             return server.instructions() / setups
         finally:
+            driver.close()
             server.stop()
 
 
@@ -134,12 +138,14 @@ def profile(tree: Path | None, setups: int, top: int) -> None:
     with tempfile.TemporaryDirectory(prefix="profile-setup-") as tmp:
         server = ProfiledStunnerd(Path(tmp), creds, tree)
         server.start()
+        driver = driver_for(server, creds)
         try:
-            drive(server, creds, WARMUP, 0)
+            drive(driver, WARMUP)
             server.profile_on()
-            drive(server, creds, setups, WARMUP)
+            drive(driver, setups)
             stats = server.profile_off()
         finally:
+            driver.close()
             server.stop()
     say(f"cProfile, {setups} setups (tottime: the function's own time, under the profiler)")
     say(f"{'calls/setup':>11} {'tottime %':>9} {'cumtime %':>9}  function")
