@@ -133,7 +133,7 @@ def count_instructions(
             server.stop()
 
 
-def profile(tree: Path | None, setups: int, top: int) -> None:
+def profile(tree: Path | None, setups: int, top: int, by_calls: bool = False) -> None:
     creds = Credentials()
     with tempfile.TemporaryDirectory(prefix="profile-setup-") as tmp:
         server = ProfiledStunnerd(Path(tmp), creds, tree)
@@ -147,11 +147,16 @@ def profile(tree: Path | None, setups: int, top: int) -> None:
         finally:
             driver.close()
             server.stop()
-    say(f"cProfile, {setups} setups (tottime: the function's own time, under the profiler)")
-    say(f"{'calls/setup':>11} {'tottime %':>9} {'cumtime %':>9}  function")
     raw = stats.stats  # type: ignore[attr-defined]
+    calls = sum(entry[1] for entry in raw.values())
+    say(
+        f"cProfile, {setups} setups, {calls / setups:,.0f} function calls per setup "
+        "(tottime: the function's own time, under the profiler)"
+    )
+    say(f"{'calls/setup':>11} {'tottime %':>9} {'cumtime %':>9}  function")
     total = sum(entry[2] for entry in raw.values()) or 1.0
-    rows = sorted(raw.items(), key=lambda item: item[1][2], reverse=True)[:top]
+    sort = 1 if by_calls else 2  # pstats rows: (primitive calls, calls, tottime, ...)
+    rows = sorted(raw.items(), key=lambda item: item[1][sort], reverse=True)[:top]
     for (path, line, name), (_, calls, tottime, cumtime, _) in rows:
         where = f"{Path(path).name}:{line}" if line else path
         say(
@@ -168,9 +173,10 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="copy the callgrind dumps to this directory")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="cProfile instead of callgrind: print the top N functions")  # fmt: skip
+    parser.add_argument("--by-calls", action="store_true", help="--profile: sort by calls")
     args = parser.parse_args()
     if args.profile:
-        profile(args.tree, args.setups, args.profile)
+        profile(args.tree, args.setups, args.profile, args.by_calls)
         return
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         sys.exit("bench.setup_instructions: valgrind (callgrind) is not installed")
