@@ -171,8 +171,9 @@ def main() -> None:
     parser.add_argument("--setups", type=int, default=200)
     parser.add_argument("--annotate", type=int, default=0, help="print callgrind's top N")
     parser.add_argument("--keep", type=Path, help="copy the callgrind dumps to this directory")
-    parser.add_argument("--profile", type=int, default=0, metavar="N",
-                        help="cProfile instead of callgrind: print the top N functions")  # fmt: skip
+    parser.add_argument(
+        "--profile", type=int, default=0, metavar="N", help="cProfile: print the top N functions"
+    )
     parser.add_argument("--by-calls", action="store_true", help="--profile: sort by calls")
     args = parser.parse_args()
     if args.profile:

@@ -4,10 +4,31 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 
 from .config import parse_loglevel
 
 FORMAT = "%(asctime)s %(name)s %(levelname)s: %(message)s"
+
+
+class Formatter(logging.Formatter):
+    """``logging.Formatter`` that formats the date and time once per second, not per line.
+
+    Why: stunnerd writes an INFO line per allocation, so a burst of call setups writes many
+    lines a second. The text is the base class's: its date and time to the second, then the
+    milliseconds (``default_time_format``, ``default_msec_format``)."""
+
+    _second = -1
+    _stamp = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        if second != self._second:
+            self._stamp = time.strftime(self.default_time_format, self.converter(record.created))
+            self._second = second
+        return f"{self._stamp},{int(record.msecs):03d}"  # default_msec_format: "%s,%03d"
 
 
 def _skip_unused_record_fields() -> None:
@@ -27,7 +48,7 @@ def setup_logging(spec: str, field: str = "loglevel") -> None:
     root = logging.getLogger()
     if not root.handlers:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(FORMAT))
+        handler.setFormatter(Formatter(FORMAT))
         root.addHandler(handler)
         _skip_unused_record_fields()
     for scope, level in levels.items():

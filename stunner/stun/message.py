@@ -32,7 +32,7 @@ _MI_HEAD = _ATTR_HEADER.pack(_MI_TYPE, _MI_LENGTH)
 _FP_HEAD = _ATTR_HEADER.pack(_FP_TYPE, 4)
 _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
-_PADS = (b"", b"\x00\x00\x00", b"\x00\x00", b"\x00")  # by length % 4
+_PADS = (b"", b"\x00\x00\x00", b"\x00\x00", b"\x00")  # by length % 4: to a multiple of 4
 # What encode writes for each attribute name: (type code, packer); the two trailers are
 # appended by encode itself when asked, never from ``attributes``.
 _TRAILERS = frozenset({"MESSAGE-INTEGRITY", "FINGERPRINT"})
@@ -142,6 +142,7 @@ class Message:
         # parts joined once, and C calls for the HMAC (hmac_sha1) and the CRC.
         tid = self.transaction_id
         parts: list[bytes] = []
+        append = parts.append
         for name, value in self.attributes.items():
             encoder = _ENCODERS.get(name)
             if encoder is None:
@@ -149,11 +150,13 @@ class Message:
                     continue
                 raise KeyError(name)  # as BY_NAME[name] did: not an attribute we know
             head, pack = encoder
-            if name in REPEATABLE and isinstance(value, list):
-                for item in value:
-                    _pack_into(parts, head, pack(item, tid))
-            else:
-                _pack_into(parts, head, pack(value, tid))
+            for item in value if name in REPEATABLE and isinstance(value, list) else (value,):
+                packed = pack(item, tid)
+                size = len(packed)
+                append(_ATTR_HEADER.pack(head, size))
+                append(packed)
+                if size & 3:
+                    append(_PADS[size & 3])  # the value is padded to 4 bytes
         body = b"".join(parts)
         mtype = message_type(self.method, self.msg_class)
         length = len(body)
@@ -183,15 +186,6 @@ class Message:
         return hmac.compare_digest(expected, self.attributes["MESSAGE-INTEGRITY"])
 
 
-def _pack_into(parts: list[bytes], head: int, packed: bytes) -> None:
-    """One attribute: its type and length, the value, and the padding to 4 bytes."""
-    size = len(packed)
-    parts.append(_ATTR_HEADER.pack(head, size))
-    parts.append(packed)
-    if size % 4:
-        parts.append(_PADS[size % 4])
-
-
 def is_stun(data: bytes) -> bool:
     """Cheap demultiplexing test: top two bits zero and the magic cookie in place."""
     return len(data) >= HEADER_LENGTH and data[0] < 0x40 and data[4:8] == b"\x21\x12\xa4\x42"
@@ -219,6 +213,7 @@ def parse_message(data: bytes) -> Message:
     message.raw = data
     attributes = message.attributes
     unpack_header = _ATTR_HEADER.unpack_from
+    integrity = -1  # where MESSAGE-INTEGRITY starts, once seen
     pos = HEADER_LENGTH
     end = len(data)
     while pos < end:
@@ -242,24 +237,22 @@ def parse_message(data: bytes) -> Message:
                 raise ValueError("STUN FINGERPRINT does not match")
             attributes["FINGERPRINT"] = value
             break
-        if message.integrity_offset >= 0:
-            # Only FINGERPRINT may follow MESSAGE-INTEGRITY; the rest is ignored (RFC 8489 14.5).
-            pos = vend + (-alen & 3)
-            continue
-        decoder = _DECODERS.get(code)
-        if decoder is None:
-            if is_comprehension_required(code):
-                message.unknown_required.append(code)
-        else:
-            name, unpack = decoder
-            if code == _MI_TYPE:
-                if alen != _MI_LENGTH:
-                    raise ValueError("STUN MESSAGE-INTEGRITY must be 20 bytes")
-                message.integrity_offset = pos
-            decoded = unpack(data[vstart:vend], transaction_id)
-            if name in REPEATABLE:
-                attributes.setdefault(name, []).append(decoded)
-            elif name not in attributes:
-                attributes[name] = decoded
+        if integrity < 0:  # only FINGERPRINT may follow MESSAGE-INTEGRITY (RFC 8489 14.5)
+            decoder = _DECODERS.get(code)
+            if decoder is None:
+                if is_comprehension_required(code):
+                    message.unknown_required.append(code)
+            else:
+                name, unpack = decoder
+                if code == _MI_TYPE:
+                    if alen != _MI_LENGTH:
+                        raise ValueError("STUN MESSAGE-INTEGRITY must be 20 bytes")
+                    integrity = pos
+                decoded = unpack(data[vstart:vend], transaction_id)
+                if name in REPEATABLE:
+                    attributes.setdefault(name, []).append(decoded)
+                elif name not in attributes:
+                    attributes[name] = decoded
         pos = vend + (-alen & 3)  # the value is padded to 4 bytes
+    message.integrity_offset = integrity
     return message
