@@ -304,8 +304,13 @@ def test_any_message_encodes_to_the_reference_bytes(
 def parsed(data: bytes) -> Any:
     def fast(data: bytes) -> tuple[int, int, bytes, dict[str, Any], list[int], int]:
         m = parse_message(data)
-        return m.method, m.msg_class, m.transaction_id, m.attributes, m.unknown_required, (
-            m.integrity_offset
+        return (
+            m.method,
+            m.msg_class,
+            m.transaction_id,
+            m.attributes,
+            m.unknown_required,
+            (m.integrity_offset),
         )
 
     return outcome(fast, data)
