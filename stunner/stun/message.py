@@ -19,7 +19,14 @@ try:
 except ImportError:  # a Python built without OpenSSL
     _openssl_hmac = None  # type: ignore[assignment]
 
-from .attributes import BY_CODE, BY_NAME, MAGIC_COOKIE, REPEATABLE, is_comprehension_required
+from .attributes import (
+    BY_CODE,
+    BY_NAME,
+    MAGIC_COOKIE,
+    REPEATABLE,
+    is_comprehension_required,
+    unpack_bytes,
+)
 
 HEADER_LENGTH = 20
 _HEADER = struct.Struct("!HHI12s")
@@ -36,7 +43,11 @@ _PADS = (b"", b"\x00\x00\x00", b"\x00\x00", b"\x00")  # by length % 4: to a mult
 # What encode writes for each attribute name: (type code, packer); the two trailers are
 # appended by encode itself when asked, never from ``attributes``.
 _TRAILERS = frozenset({"MESSAGE-INTEGRITY", "FINGERPRINT"})
-_DECODERS = {code: (a.name, a.unpack) for code, a in BY_CODE.items()}
+_SPLIT_TYPES: dict[int, tuple[int, int]] = {}  # message type -> (method, class), as met
+# code -> (name, unpacker); None for the byte strings, whose value is the slice itself.
+_DECODERS = {
+    code: (a.name, None if a.unpack is unpack_bytes else a.unpack) for code, a in BY_CODE.items()
+}
 _ENCODERS = {a.name: (a.code, a.pack) for a in BY_NAME.values() if a.name not in _TRAILERS}
 
 
@@ -197,6 +208,8 @@ def parse_message(data: bytes) -> Message:
     FINGERPRINT, when present, is verified here. MESSAGE-INTEGRITY needs the long-term key,
     which depends on USERNAME and REALM, so it is checked later with ``check_integrity``.
     """
+    if type(data) is not bytes:
+        data = bytes(data)  # values and ``raw`` are slices of it: bytes, whatever came in
     if len(data) < HEADER_LENGTH:
         raise ValueError("STUN message is shorter than its 20-byte header")
     mtype, length, cookie, transaction_id = _HEADER.unpack_from(data)
@@ -208,8 +221,10 @@ def parse_message(data: bytes) -> Message:
         raise ValueError("STUN message length is not a multiple of 4")
     if len(data) != HEADER_LENGTH + length:
         raise ValueError("STUN message length does not match the datagram length")
-    method, msg_class = split_message_type(mtype)
-    message = Message(method, msg_class, transaction_id)
+    split = _SPLIT_TYPES.get(mtype)
+    if split is None:  # at most 2**14 types: the top two bits are zero here
+        split = _SPLIT_TYPES[mtype] = split_message_type(mtype)
+    message = Message(split[0], split[1], transaction_id)
     message.raw = data
     attributes = message.attributes
     unpack_header = _ATTR_HEADER.unpack_from
@@ -248,7 +263,8 @@ def parse_message(data: bytes) -> Message:
                     if alen != _MI_LENGTH:
                         raise ValueError("STUN MESSAGE-INTEGRITY must be 20 bytes")
                     integrity = pos
-                decoded = unpack(data[vstart:vend], transaction_id)
+                value = data[vstart:vend]
+                decoded = value if unpack is None else unpack(value, transaction_id)
                 if name in REPEATABLE:
                     attributes.setdefault(name, []).append(decoded)
                 elif name not in attributes:

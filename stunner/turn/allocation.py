@@ -139,4 +139,5 @@ class Allocation:
         self.peer_routes.clear()
 
     def __repr__(self) -> str:
-        return f"allocation({self.client_addr[0]}:{self.client_addr[1]}->{self.relay_addr[1]})"
+        host, port = self.client.addr
+        return f"allocation({host}:{port}->{self.relay_addr[1]})"

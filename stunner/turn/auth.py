@@ -58,7 +58,8 @@ class RequestAuth:
             issued = int(stamp, 16)
         except ValueError:
             return False
-        if not hmac.compare_digest(mac.encode(), self._nonce_mac(stamp).encode()):
+        expected = self._macs.get(stamp) or self._nonce_mac(stamp)
+        if not hmac.compare_digest(mac.encode(), expected.encode()):
             return False
         return 0 <= time.time() - issued < lifetime
 

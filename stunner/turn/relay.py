@@ -12,6 +12,9 @@ from collections.abc import Iterator
 
 from ..udp import set_buffers
 
+# Created non-blocking (Linux: one flag, no second system call); elsewhere made so after.
+_NONBLOCKING_DGRAM = socket.SOCK_DGRAM | getattr(socket, "SOCK_NONBLOCK", 0)
+
 
 class RelayPortAllocator:
     """Binds relay sockets on ports from the listener's ``min_relay_port..max_relay_port``."""
@@ -44,7 +47,7 @@ class RelayPortAllocator:
         """A bound UDP socket, or None when no port in the range is free (answer 508)."""
         for port in self._candidates(even):
             try:
-                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                sock = socket.socket(socket.AF_INET, _NONBLOCKING_DGRAM)
             except OSError as exc:
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                     return None  # out of descriptors: 508, not a crash
@@ -56,7 +59,8 @@ class RelayPortAllocator:
                 if exc.errno in (errno.EADDRINUSE, errno.EACCES):
                     continue
                 raise
-            sock.setblocking(False)
+            if sock.getblocking():  # no SOCK_NONBLOCK on this system
+                sock.setblocking(False)
             set_buffers(sock)  # as big as a listener's: a client's burst lands here whole
             return sock
         return None

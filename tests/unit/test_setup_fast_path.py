@@ -10,10 +10,13 @@ result), and across the bounds of its caches.
 from __future__ import annotations
 
 import binascii
+import fcntl
 import hashlib
 import hmac
 import ipaddress
 import logging
+import os
+import socket
 import struct
 import time
 from typing import Any
@@ -31,6 +34,7 @@ from stunner.stun.attributes import BY_CODE, BY_NAME, MAGIC_COOKIE, REPEATABLE
 from stunner.turn import auth as turn_auth
 from stunner.turn.allocation import Allocation
 from stunner.turn.auth import RequestAuth
+from stunner.turn.relay import RelayPortAllocator
 from tests.hardening.strategies import RELAXED, hostile_messages, messages
 
 KEY = b"k" * 16
@@ -470,3 +474,17 @@ def test_log_lines_read_as_logging_formatter_writes_them(created: float) -> None
         assert fast.format(record) == plain.format(record)
     record.created = created
     assert fast.formatTime(record, "%H") == plain.formatTime(record, "%H")
+
+
+# relay sockets
+
+
+def test_relay_sockets_are_created_non_blocking() -> None:
+    sock = RelayPortAllocator("127.0.0.1", 0, 0).bind()
+    assert sock is not None
+    try:
+        assert sock.getblocking() is False
+        assert fcntl.fcntl(sock.fileno(), fcntl.F_GETFL) & os.O_NONBLOCK
+        assert sock.type == socket.SOCK_DGRAM
+    finally:
+        sock.close()
