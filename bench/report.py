@@ -635,7 +635,9 @@ the same for both. The relay paths (`DatagramIngress.drain` and `RelayReceiver.d
   forwarding inlined in the UDP listener's loop.
 - **Instructions, not seconds, to decide.** `python -m bench.instructions` runs stunnerd under
   `valgrind --tool=callgrind` on a fixed workload and prints user-space instructions per
-  relayed datagram, the same on every run.
+  relayed datagram, the same on every run. `python -m bench.setup_instructions` does the same
+  per call setup (401, Allocate, CreatePermission, ChannelBind), and with `--profile N` lists
+  the N functions where cProfile sees the setup's time.
 
 Correctness is guarded without timing: `tests/unit/test_relay_path.py` and
 `tests/unit/test_relay_batching.py` check the bytes on the wire for the batched

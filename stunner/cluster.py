@@ -97,9 +97,10 @@ class Cluster:
         self._hosts = frozenset(hosts)
         self._networks = tuple(networks)
 
-    def names_explicitly(self, addr: IPAddress, special: IPNetwork) -> bool:
-        """Listed as a host, or inside a CIDR that itself lies within ``special``."""
-        if str(addr) in self._hosts:
+    def names_explicitly(self, addr: IPAddress, special: IPNetwork, text: str = "") -> bool:
+        """Listed as a host, or inside a CIDR that itself lies within ``special``; ``text``,
+        when given, is ``str(addr)``."""
+        if (text or str(addr)) in self._hosts:
             return True
         return any(
             net.version == special.version and addr in net and net.subnet_of(special)  # type: ignore[arg-type]
@@ -186,10 +187,13 @@ class Admission:
         special = special_network(addr)
         if special is None and ip in self.own_addresses:
             special = ipaddress.ip_network(ip)
+        # ipaddress takes only canonical dotted quads (no leading zeros), so an IPv4 ``ip``
+        # that parsed is str(addr) already.
+        text = ip if isinstance(addr, ipaddress.IPv4Address) else ""
         for route in self.routes:
             cluster = self._clusters.get(route)
             if cluster is None:
                 continue
-            if cluster.names_explicitly(addr, special) if special else cluster.contains(ip):
+            if cluster.names_explicitly(addr, special, text) if special else cluster.contains(ip):
                 return True
         return False

@@ -488,3 +488,11 @@ def test_relay_sockets_are_created_non_blocking() -> None:
         assert sock.type == socket.SOCK_DGRAM
     finally:
         sock.close()
+
+
+@given(st.text(alphabet="0123456789.", max_size=16) | st.ip_addresses(v=4).map(str))
+def test_an_ipv4_text_that_parses_is_canonical(text: str) -> None:
+    """Admission uses the peer's text as ``str(addr)`` when it parsed as IPv4."""
+    addr = cluster._parse_ip(text)
+    if isinstance(addr, ipaddress.IPv4Address):
+        assert str(addr) == text
