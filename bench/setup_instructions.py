@@ -10,13 +10,15 @@ retransmission timeout is long, so no request is sent twice however slow valgrin
 
 ``--profile`` runs the same workload against stunnerd under cProfile instead (no valgrind),
 switched on and off around the workload by SIGUSR1/SIGUSR2, and prints the functions where
-the time goes, with calls per setup. ``--annotate`` prints callgrind's own top functions
-(C level: the interpreter, libcrypto, the kernel interface).
+the time goes, with calls per setup; ``--lines`` counts the Python lines each function runs
+per setup (exact, where cProfile's times carry its overhead per call). ``--annotate`` prints
+callgrind's own top functions (C level: the interpreter, libcrypto, the kernel interface).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import pstats
 import re
 import shutil
@@ -57,25 +59,54 @@ signal.signal(signal.SIGUSR2, stop)
 sys.argv[0] = "stunnerd"
 runpy.run_module("stunner.cli.stunnerd", run_name="__main__")
 """
+# The same switch around a line counter (sys.settrace): Python lines executed per function,
+# an exact count where cProfile's times carry its own overhead per call. Dumped as JSON.
+_LINES = _PROFILED.replace(
+    "profile = cProfile.Profile()",
+    """import collections, json
+counts = collections.Counter()
+def tracer(frame, event, arg):
+    if event == "line":
+        counts[frame.f_code.co_filename + ":" + frame.f_code.co_name] += 1
+    return tracer
+class Lines:
+    def clear(self):
+        counts.clear()
+    def enable(self):
+        sys.settrace(tracer)
+        frame = sys._getframe(2)
+        while frame is not None:  # the frames running now trace too
+            frame.f_trace = tracer
+            frame = frame.f_back
+    def disable(self):
+        sys.settrace(None)
+    def dump_stats(self, path):
+        with open(path, "w") as out:
+            json.dump(counts, out)
+profile = Lines()""",
+)
 
 
 class ProfiledStunnerd(Stunnerd):
     """stunnerd under cProfile from ``start()`` (SIGUSR1) to ``stop()`` (SIGUSR2)."""
 
-    def __init__(self, workdir: Path, creds: Credentials, tree: Path | None) -> None:
+    def __init__(
+        self, workdir: Path, creds: Credentials, tree: Path | None, script: str = _PROFILED
+    ) -> None:
         super().__init__(workdir, HOST, creds, PEER_HOST, baseline=tree)
-        self.out = workdir / "setup.pstats"
+        self.out = workdir / "setup.profile"
+        self.script = script
 
     def command(self) -> list[str]:
         python, _, _, *rest = super().command()  # python -m stunner.cli.stunnerd ...
-        return [python, "-c", _PROFILED, str(self.out), *[a for a in rest if a != "-w"]]
+        return [python, "-c", self.script, str(self.out), *[a for a in rest if a != "-w"]]
 
     def profile_on(self) -> None:
         self.out.unlink(missing_ok=True)
         self.proc.send_signal(signal.SIGUSR1)  # type: ignore[union-attr]
         time.sleep(0.2)  # the handler runs at stunnerd's next Python step (its sweeper: 1 s)
 
-    def profile_off(self) -> pstats.Stats:
+    def profile_off(self) -> Path:
         self.proc.send_signal(signal.SIGUSR2)  # type: ignore[union-attr]
         deadline = time.monotonic() + 10
         while not self.out.exists() or self.out.stat().st_size == 0:
@@ -83,7 +114,7 @@ class ProfiledStunnerd(Stunnerd):
                 raise RuntimeError("stunnerd wrote no profile")
             time.sleep(0.1)
         time.sleep(0.2)
-        return pstats.Stats(str(self.out))
+        return self.out
 
 
 def driver_for(server: Stunnerd, creds: Credentials) -> AllocationDriver:
@@ -133,21 +164,27 @@ def count_instructions(
             server.stop()
 
 
-def profile(tree: Path | None, setups: int, top: int, by_calls: bool = False) -> None:
+def profiled(tree: Path | None, setups: int, script: str) -> Path:
+    """Run the workload against stunnerd with ``script``'s profiler on; its dump."""
     creds = Credentials()
-    with tempfile.TemporaryDirectory(prefix="profile-setup-") as tmp:
-        server = ProfiledStunnerd(Path(tmp), creds, tree)
-        server.start()
-        driver = driver_for(server, creds)
-        try:
-            drive(driver, WARMUP)
-            server.profile_on()
-            drive(driver, setups)
-            stats = server.profile_off()
-        finally:
-            driver.close()
-            server.stop()
-    raw = stats.stats  # type: ignore[attr-defined]
+    keep = Path(tempfile.mkdtemp(prefix="profile-setup-"))
+    server = ProfiledStunnerd(keep, creds, tree, script)
+    server.start()
+    driver = driver_for(server, creds)
+    try:
+        drive(driver, WARMUP)
+        server.profile_on()
+        drive(driver, setups)
+        return server.profile_off()
+    finally:
+        driver.close()
+        server.stop()
+
+
+def profile(tree: Path | None, setups: int, top: int, by_calls: bool = False) -> None:
+    dump = profiled(tree, setups, _PROFILED)
+    raw = pstats.Stats(str(dump)).stats  # type: ignore[attr-defined]
+    shutil.rmtree(dump.parent, ignore_errors=True)
     calls = sum(entry[1] for entry in raw.values())
     say(
         f"cProfile, {setups} setups, {calls / setups:,.0f} function calls per setup "
@@ -165,6 +202,16 @@ def profile(tree: Path | None, setups: int, top: int, by_calls: bool = False) ->
         )
 
 
+def lines(tree: Path | None, setups: int, top: int) -> None:
+    dump = profiled(tree, setups, _LINES)
+    counts: dict[str, int] = json.loads(dump.read_text())
+    shutil.rmtree(dump.parent, ignore_errors=True)
+    say(f"{sum(counts.values()) / setups:,.0f} Python lines executed per setup ({setups} setups)")
+    for where, count in sorted(counts.items(), key=lambda item: -item[1])[:top]:
+        path, _, name = where.rpartition(":")
+        say(f"{count / setups:8.1f}  {name} ({'/'.join(Path(path).parts[-2:])})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tree", type=Path, help="another tree's stunner (git archive)")
@@ -175,7 +222,13 @@ def main() -> None:
         "--profile", type=int, default=0, metavar="N", help="cProfile: print the top N functions"
     )
     parser.add_argument("--by-calls", action="store_true", help="--profile: sort by calls")
+    parser.add_argument(
+        "--lines", type=int, default=0, metavar="N", help="Python lines run: the top N functions"
+    )
     args = parser.parse_args()
+    if args.lines:
+        lines(args.tree, args.setups, args.lines)
+        return
     if args.profile:
         profile(args.tree, args.setups, args.profile, args.by_calls)
         return
