@@ -6,6 +6,8 @@ from typing import Any
 
 from ..stun import Class, Message
 
+_ERROR, _SUCCESS = Class.ERROR, Class.SUCCESS  # as globals: no enum metaclass per answer
+
 REASONS = {
     400: "Bad Request",
     401: "Unauthorized",
@@ -34,14 +36,14 @@ class TurnError(Exception):
 
 
 def error_response(request: Message, code: int, reason: str | None = None) -> Message:
-    response = Message(request.method, Class.ERROR, request.transaction_id)
+    response = Message(request.method, _ERROR, request.transaction_id)
     response.attributes["ERROR-CODE"] = (code, reason or REASONS[code])
     return response
 
 
 def success_response(request: Message, **attributes: Any) -> Message:
     """A success answer; keyword names are attribute names with "_" for "-"."""
-    response = Message(request.method, Class.SUCCESS, request.transaction_id)
+    response = Message(request.method, _SUCCESS, request.transaction_id)
     if attributes:
         response.attributes.update({k.replace("_", "-"): v for k, v in attributes.items()})
     return response
