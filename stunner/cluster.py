@@ -60,6 +60,26 @@ def special_network(addr: IPAddress) -> IPNetwork | None:
     return None
 
 
+_CLASSIFIED_KEPT = 4096  # peer texts whose parse and special range are remembered
+_classified_ips: dict[str, tuple[IPAddress, IPNetwork | None] | None] = {}
+
+
+def _classified(ip: str) -> tuple[IPAddress, IPNetwork | None] | None:
+    """``ip`` parsed, with the special range it falls in (None if it is no address).
+
+    Both depend on the text alone, and each CreatePermission and ChannelBind asks for its
+    peer, mostly one of a few media servers: remembered, in a table bounded like
+    ``OwnListeners``' (cleared when full)."""
+    if ip in _classified_ips:
+        return _classified_ips[ip]
+    addr = _parse_ip(ip)
+    parsed = None if addr is None else (addr, special_network(addr))
+    if len(_classified_ips) >= _CLASSIFIED_KEPT:
+        _classified_ips.clear()
+    _classified_ips[ip] = parsed
+    return parsed
+
+
 def _parse_ip(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     # A dotted quad through inet_pton, which takes exactly what ipaddress takes for IPv4
     # (stunner.stun.attributes.ipv4_packed), at a fraction of its cost; the rest as before.
@@ -181,10 +201,10 @@ class Admission:
         self.own_addresses = own_addresses  # shared and kept current by the daemon
 
     def admits(self, ip: str) -> bool:
-        addr = _parse_ip(ip)
-        if addr is None:
+        parsed = _classified(ip)
+        if parsed is None:
             return False
-        special = special_network(addr)
+        addr, special = parsed
         if special is None and ip in self.own_addresses:
             special = ipaddress.ip_network(ip)
         # ipaddress takes only canonical dotted quads (no leading zeros), so an IPv4 ``ip``

@@ -496,3 +496,22 @@ def test_an_ipv4_text_that_parses_is_canonical(text: str) -> None:
     addr = cluster._parse_ip(text)
     if isinstance(addr, ipaddress.IPv4Address):
         assert str(addr) == text
+
+
+@pytest.mark.parametrize("host", HOSTS)
+def test_remembered_peer_classification_is_the_computed_one(host: str) -> None:
+    addr = cluster._parse_ip(host)
+    expected = None if addr is None else (addr, cluster.special_network(addr))
+    assert cluster._classified(host) == expected
+    assert cluster._classified(host) == expected  # the second time from the table
+
+
+def test_peer_classification_table_stays_bounded() -> None:
+    for i in range(cluster._CLASSIFIED_KEPT + 10):
+        ip = f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}"
+        assert cluster._classified(ip) == (ipaddress.IPv4Address(ip), None)
+        assert len(cluster._classified_ips) <= cluster._CLASSIFIED_KEPT
+    assert cluster._classified("127.0.0.1") == (
+        ipaddress.IPv4Address("127.0.0.1"),
+        ipaddress.ip_network("127.0.0.0/8"),
+    )
