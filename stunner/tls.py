@@ -43,6 +43,9 @@ class TlsTransport(asyncio.Transport):
     def __init__(self, tls: TlsServerProtocol) -> None:
         super().__init__()
         self._tls = tls
+        # ``write`` if the encrypted bytes waiting stay within a bound (``StreamClient``'s), in
+        # one call: the checks through this class's methods would be a Python call each.
+        self.write_within: Callable[[bytes, int], bool] = tls.send_within
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self._tls.send(data)
@@ -192,6 +195,26 @@ class TlsServerProtocol(asyncio.Protocol):
         out = self.outgoing.read()
         if out:
             transport.write(out)
+
+    def send_within(self, data: bytes, limit: int) -> bool:
+        """``send`` if the encrypted bytes waiting for the client (``TlsTransport``'s write
+        buffer size) plus ``len(data)`` stay within ``limit``; False, and nothing written, if
+        not or if the connection is closing."""
+        # Stream hot path (a wake-up's frames to the client): one record, written out at once.
+        transport = self.transport
+        if (
+            transport is None
+            or transport.is_closing()
+            or self.outgoing.pending + transport.get_write_buffer_size() + len(data) > limit
+        ):
+            return False
+        try:
+            self.sslobj.write(data)
+        except ssl.SSLError:
+            self.close()
+            return False
+        transport.write(self.outgoing.read())
+        return True
 
     def _flush(self) -> None:
         out = self.outgoing.read()
