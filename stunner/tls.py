@@ -128,17 +128,25 @@ class TlsServerProtocol(asyncio.Protocol):
         # Stream hot path: the records are decrypted into the shared plaintext buffer, and
         # only while the memory BIO (or the session) still holds bytes, so a read that ends
         # on a record boundary costs no SSLWantReadError; the inner protocol gets one copy.
+        # The buffer's first read takes the whole view, unsliced; the inner protocol is handed
+        # its copy here, and nothing is flushed unless the reads made records to send (a TLS
+        # 1.3 KeyUpdate answer, say): no Python call beyond the inner protocol's.
         incoming = self.incoming
         incoming.write(data)
-        if self.inner is None and not self._handshake():
-            return
+        inner = self.inner
+        if inner is None:
+            if not self._handshake():
+                return
+            inner = self.inner
+            assert inner is not None
         sslobj, view = self.sslobj, _PLAIN_VIEW
         filled = 0
         closing = False
         while incoming.pending or sslobj.pending():
             try:
                 # With a buffer, read returns the byte count (typeshed says bytes).
-                count = cast(int, sslobj.read(READ_CHUNK - filled, view[filled:]))
+                into = view[filled:] if filled else view
+                count = cast(int, sslobj.read(READ_CHUNK - filled, into))
             except ssl.SSLWantReadError:
                 break  # the rest of a record is still on its way
             except (ssl.SSLZeroReturnError, ssl.SSLError):
@@ -152,10 +160,10 @@ class TlsServerProtocol(asyncio.Protocol):
                 self._deliver(filled)
                 filled = 0
         if filled:
-            self._deliver(filled)
+            inner.data_received(view[:filled].tobytes())
         if closing:
             self.close()
-        else:
+        elif self.outgoing.pending:
             self._flush()
 
     def _deliver(self, size: int) -> None:
