@@ -29,6 +29,17 @@ def _ignore(client: tuple[str, int], why: str, level: int) -> None:
     pass
 
 
+class _TlsIO(Protocol):
+    """The calls of ``ssl.SSLObject`` the hot paths make, with the signatures of the C object
+    behind it."""
+
+    def read(self, size: int, buffer: memoryview) -> int: ...
+
+    def write(self, data: bytes | bytearray | memoryview) -> int: ...
+
+    def pending(self) -> int: ...
+
+
 class SourceGate(Protocol):
     """Caps connections per source IP (stunner.listener.StreamConnections)."""
 
@@ -96,6 +107,10 @@ class TlsServerProtocol(asyncio.Protocol):
         self.incoming = ssl.MemoryBIO()
         self.outgoing = ssl.MemoryBIO()
         self.sslobj = context.wrap_bio(self.incoming, self.outgoing, server_side=True)
+        # The hot paths call read, write and pending on the C object behind ssl.SSLObject
+        # (CPython's ``_sslobj``): the wrapper's methods only forward to it, a Python call
+        # each. The wrapper itself where there is no such object.
+        self.tls_io = cast(_TlsIO, getattr(self.sslobj, "_sslobj", self.sslobj))
         self.inner: asyncio.Protocol | None = None
         self._timer: asyncio.TimerHandle | None = None
 
@@ -127,10 +142,9 @@ class TlsServerProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         # Stream hot path: the records are decrypted into the shared plaintext buffer, and
         # only while the memory BIO (or the session) still holds bytes, so a read that ends
-        # on a record boundary costs no SSLWantReadError; the inner protocol gets one copy.
-        # The buffer's first read takes the whole view, unsliced; the inner protocol is handed
-        # its copy here, and nothing is flushed unless the reads made records to send (a TLS
-        # 1.3 KeyUpdate answer, say): no Python call beyond the inner protocol's.
+        # on a record boundary costs no SSLWantReadError; the inner protocol gets one copy,
+        # handed on here. Nothing is flushed unless the reads made records to send (a TLS 1.3
+        # KeyUpdate answer, say): no Python call but the inner protocol's.
         incoming = self.incoming
         incoming.write(data)
         inner = self.inner
@@ -139,14 +153,12 @@ class TlsServerProtocol(asyncio.Protocol):
                 return
             inner = self.inner
             assert inner is not None
-        sslobj, view = self.sslobj, _PLAIN_VIEW
+        tls_io, view = self.tls_io, _PLAIN_VIEW
         filled = 0
         closing = False
-        while incoming.pending or sslobj.pending():
+        while incoming.pending or tls_io.pending():
             try:
-                # With a buffer, read returns the byte count (typeshed says bytes).
-                into = view[filled:] if filled else view
-                count = cast(int, sslobj.read(READ_CHUNK - filled, into))
+                count = tls_io.read(READ_CHUNK - filled, view[filled:] if filled else view)
             except ssl.SSLWantReadError:
                 break  # the rest of a record is still on its way
             except (ssl.SSLZeroReturnError, ssl.SSLError):
@@ -196,7 +208,7 @@ class TlsServerProtocol(asyncio.Protocol):
         if transport is None or transport.is_closing():
             return
         try:
-            self.sslobj.write(data)
+            self.tls_io.write(data)
         except ssl.SSLError:
             self.close()
             return
@@ -217,7 +229,7 @@ class TlsServerProtocol(asyncio.Protocol):
         ):
             return False
         try:
-            self.sslobj.write(data)
+            self.tls_io.write(data)
         except ssl.SSLError:
             self.close()
             return False
