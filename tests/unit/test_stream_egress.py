@@ -22,6 +22,7 @@ from stunner.stats import Drop, ListenerStats
 from stunner.tls import TlsTransport
 from stunner.turn import Allocation, DatagramClient, StreamClient
 from stunner.turn.datapath import RelayReceiver, StreamEgress, relay_drain
+from tests.unit.test_relay_batching import udp_socket
 from tests.unit.test_tls_ingress import Session
 
 CHANNELS = {"a": 0x4000, "b": 0x4001}
@@ -56,14 +57,6 @@ class Wire:
         self.closing = True
 
 
-def _udp(host: str = "127.0.0.1") -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind((host, 0))
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-    sock.setblocking(False)
-    return sock
-
-
 @pytest.fixture(autouse=True)
 def fixed_transaction_ids(monkeypatch: pytest.MonkeyPatch) -> None:
     """Data indications carry a random transaction id: the same one for both paths here."""
@@ -72,7 +65,7 @@ def fixed_transaction_ids(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def peers() -> Iterator[dict[str, socket.socket]]:
-    socks = {name: _udp("127.0.0.2" if name == "stranger" else "127.0.0.1") for name in PEERS}
+    socks = {name: udp_socket("127.0.0.2" if name == "stranger" else "127.0.0.1") for name in PEERS}
     yield socks
     for sock in socks.values():
         sock.close()
@@ -89,7 +82,7 @@ class Path2:
         make: Callable[..., Callable[[], None]],
         native: bool,
     ) -> None:
-        self.relay = _udp()
+        self.relay = udp_socket()
         self.stats = ListenerStats()
         self.client = StreamClient(transport, ("192.0.2.1", 5000), limit)  # type: ignore[arg-type]
         alloc = Allocation(self.client, "u")
@@ -220,7 +213,7 @@ async def test_tls_same_plaintext_records_and_counts(
 
 
 def test_relay_drain_picks_the_stream_path_for_stream_clients() -> None:
-    relay = _udp()
+    relay = udp_socket()
     try:
         stream = Allocation(StreamClient(Wire(), ("192.0.2.1", 5000)), "u")  # type: ignore[arg-type]
         drain = relay_drain(stream, relay, ListenerStats())
