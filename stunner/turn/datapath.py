@@ -3,7 +3,8 @@
 Client to peer: ``DatagramIngress.drain`` reads a UDP listener socket, ``StreamIngress.frames``
 cuts what a TCP/TLS connection read into frames and relays them, ``forward_send``
 relays the payload of a Send indication. Peer to client: ``RelayReceiver.drain`` reads an
-allocation's relay socket. The channel and permission rules come from ``Allocation``
+allocation's relay socket, ``StreamEgress.drain`` when its client is a TCP/TLS connection
+(``relay_drain`` picks). The channel and permission rules come from ``Allocation``
 (``routes``, ``permits``); STUN goes to ``TurnServer.handle_stun``, whose answers leave
 through ``answer``.
 
@@ -12,7 +13,7 @@ to relay, answer or drop is made; ``AllocationCounter`` counts the allocation to
 core's lifecycle events. Gauges are not kept here: the telemetry collector derives them from
 the live tables when it is scraped.
 
-The two drains and ``StreamIngress.frames`` are the hot path: local variables and C calls per
+The drains and ``StreamIngress.frames`` are the hot path: local variables and C calls per
 datagram, counters kept in locals and added once per wake-up; no logging, tasks, locks or
 allocation beyond the frames themselves.
 """
