@@ -155,33 +155,45 @@ Where the Python time goes, per wake-up:
   `StreamIngress.frames` cuts the frames and relays them. A read that is one ChannelData frame
   (smooth traffic) is relayed with one `sendto`; several frames to one peer leave as one
   `sendmmsg` from the batch memory they are copied into once.
-- **Peer to client.** `RelayReceiver.drain` reads the relay socket with `recvmmsg`, writes each
-  ChannelData header in place, and hands the run to `StreamClient`'s sender: padded to 4
-  bytes, joined, and written with one TCP write (for TLS, encrypted as one record first).
+- **Peer to client.** `StreamEgress.drain` reads the relay socket with `recvmmsg`, makes each
+  frame in its batch slot (the ChannelData header in front of the payload, the padding to 4
+  bytes behind it), copies it out once and writes the wake-up's frames to the connection in
+  one call that also checks the client's bound (`StreamClient.write_within`; for TLS,
+  `TlsServerProtocol.send_within`: encrypted as one record first). A wake-up of one datagram
+  is one frame and one write, without lists.
 
 uclient sends about 12,000 messages a second per client, so stunnerd sits at about 20% of a
 core and most wake-ups carry one or a few frames: the fixed cost of a wake-up (the event loop's
 callback, the method calls, a `recvmmsg` through ctypes on the relay side) is most of the
 user-space time, and batching helps only when frames queue up. Instruction counts per relayed
-100 B frame (`python -m bench.stream_instructions`: callgrind, user space, in process; before: the
-same harnesses on the tree at 25836e8, `--stunner TREE/stunner`) before and after the
-stream-path changes:
+100 B frame (`python -m bench.stream_instructions`: callgrind, user space, in process; before:
+the same harnesses on the tree at 32d6071, `--stunner TREE/stunner`):
 
 | path | before | after |
 |---|---|---|
-| TCP ingress, one frame per read | 13,700 | 10,900 |
-| TCP ingress, 50 frames per read | 12,300 | 8,700 |
-| TLS ingress (decrypt + relay), one record per read | 37,400 | 26,400 |
-| TLS ingress, 20 records per read | 22,100 | 19,700 |
-| TLS egress (relay socket to client), one frame per wake-up | 45,000 | 43,100 |
-| TCP egress, one frame per wake-up | 29,700 | 29,700 |
+| TCP ingress, one frame per read | 10,844 | 10,808 |
+| TCP ingress, 20 frames per read | 8,743 | 8,513 |
+| TLS ingress (decrypt + relay), one record per read | 26,794 | 23,617 |
+| TLS ingress, 20 records per read | 19,514 | 18,447 |
+| TCP egress (relay socket to client), one frame per wake-up | 29,469 | 14,541 |
+| TCP egress, 20 frames per wake-up | 8,438 | 7,283 |
+| TLS egress, one frame per wake-up | 42,951 | 25,084 |
+| TLS egress, 20 frames per wake-up | 9,510 | 8,191 |
 
-The TLS ingress gain is the ssl module's `SSLWantReadError`: raised once per read to find
-that the memory BIO was empty, it cost more than decrypting a small record; the records are
-now read only while bytes are pending, into one shared buffer. What is left is mostly the
-peer-to-client wake-up (about 30,000 instructions for one frame, 7,400 per frame at 20 per
-wake-up), where `RelayReceiver.drain`'s fixed cost and the TLS record per wake-up dominate.
-With one allocation there is nothing to merge across wake-ups (one relay socket feeds one
-client), so the next thing to measure is that fixed cost itself, e.g. whether a wake-up with one
-datagram waiting is cheaper with `recvfrom_into` than with `recvmmsg` through ctypes.
+The egress gain is the wake-up's fixed cost: `RelayReceiver.drain` with `StreamClient.run_sender`
+built lists of starts and lengths, summed the padded lengths with a generator, and called a
+closure that built a list of pieces, checked the bound through three transport calls (Python
+calls each on the TLS transport) and joined. `StreamEgress` makes the frame in place and
+writes it in one call; over TLS, `read`, `write` and `pending` are called on the C object
+behind `ssl.SSLObject` (its methods only forward to it, a Python call each).
+
+Measured and not taken: `asyncio.BufferedProtocol` (uvloop calls `get_buffer` and
+`buffer_updated`, two Python calls per read, against one call and a small `bytes`: 13,490
+against 12,990 instructions per 104-byte read through uvloop), and writing with
+`socket.send` instead of the transport (1,474 against 1,235 instructions per 104-byte write).
+With one allocation per client there is nothing to merge across wake-ups (one relay socket
+feeds one client). What is left per TLS frame is OpenSSL's record (about 7,000 instructions to
+decrypt one, 9,000 to encrypt one) and the two Python calls of each direction; the next step
+would be TLS on the socket itself (an `ssl.SSLSocket` read and written on readiness), which
+saves the memory BIOs' copies and uvloop's transport on both sides.
 """

@@ -35,7 +35,6 @@ class Fault:
 LISTENER = "stunner/listener.py"
 SERVER = "stunner/turn/server.py"
 DATAPATH = "stunner/turn/datapath.py"
-CLIENTS = "stunner/turn/clients.py"
 TELEMETRY = "stunner/telemetry.py"
 BATCHIO = "stunner/batchio.py"
 DAEMON = "stunner/daemon.py"
@@ -73,6 +72,20 @@ FAULTS: tuple[Fault, ...] = (
                 "            stats.cluster_tx_bytes += len(payload)\n",
                 "            stats.cluster_rx_packets += 1\n"
                 "            stats.cluster_rx_bytes += len(payload)\n",
+            ),
+            Edit(
+                DATAPATH,
+                "                stats.cluster_rx_packets += 1\n"
+                "                stats.cluster_rx_bytes += size\n",
+                "                stats.cluster_tx_packets += 1\n"
+                "                stats.cluster_tx_bytes += size\n",
+            ),
+            Edit(
+                DATAPATH,
+                "            stats.cluster_rx_packets += received\n"
+                "            stats.cluster_rx_bytes += received_bytes\n",
+                "            stats.cluster_tx_packets += received\n"
+                "            stats.cluster_tx_bytes += received_bytes\n",
             ),
         ),
         ("test_shapes",),
@@ -123,6 +136,22 @@ FAULTS: tuple[Fault, ...] = (
                 "                    no_permission_bytes += size\n"
                 "                    continue\n",
             ),
+            Edit(
+                DATAPATH,
+                "                if addr[0] not in permissions:  # RFC 8656 11.3: no permission,"
+                " dropped\n"
+                "                    unpermitted += 1\n"
+                "                    unpermitted_bytes += size\n"
+                "                    continue\n"
+                "                received += 1\n"
+                "                received_bytes += size\n",
+                "                received += 1\n"
+                "                received_bytes += size\n"
+                "                if addr[0] not in permissions:\n"
+                "                    unpermitted += 1\n"
+                "                    unpermitted_bytes += size\n"
+                "                    continue\n",
+            ),
         ),
         ("test_shapes",),
     ),
@@ -136,6 +165,12 @@ FAULTS: tuple[Fault, ...] = (
                 "                    no_permission += 1  # RFC 8656 11.3: no permission, silently"
                 " dropped\n"
                 "                    no_permission_bytes += size\n",
+                "",
+            ),
+            Edit(
+                DATAPATH,
+                "                    unpermitted += 1\n"
+                "                    unpermitted_bytes += size\n",
                 "",
             ),
         ),
@@ -359,15 +394,25 @@ FAULTS: tuple[Fault, ...] = (
         "frames to TCP/TLS clients counted without their padding, and Data indications as "
         "header + payload, without attributes",
         (
+            # StreamEgress: the frame of a one-datagram wake-up, a run's frames, an indication.
             Edit(
-                CLIENTS,
-                "            count = len(starts)\n",
-                "            count = len(starts)\n            unpadded = sum(lengths)\n",
+                DATAPATH,
+                "                    stats.tx_bytes += framed\n",
+                "                    stats.tx_bytes += 4 + size\n",
             ),
             Edit(
-                CLIENTS,
-                "            return count, size\n",
-                "            return count, unpadded\n",
+                DATAPATH,
+                "                    run_bytes += framed\n",
+                "                    run_bytes += 4 + size\n",
+            ),
+            Edit(
+                DATAPATH,
+                "                if write(indication, limit):\n"
+                "                    written += 1\n"
+                "                    written_bytes += len(indication)\n",
+                "                if write(indication, limit):\n"
+                "                    written += 1\n"
+                "                    written_bytes += 4 + size\n",
             ),
             Edit(
                 DATAPATH,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from collections.abc import Callable
 from typing import cast
 
@@ -123,6 +124,7 @@ class StreamConnectionProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.source = ""
         self.last_frame = 0.0
+        self.clock: Callable[[], float] = time.monotonic  # the loop's, once connected
         self._idle_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -148,6 +150,7 @@ class StreamConnectionProtocol(asyncio.Protocol):
             return
         self.connections.add(self)
         loop = asyncio.get_running_loop()
+        self.clock = loop.time  # bound once: each read that brings a frame asks it
         self.last_frame = loop.time()
         if limits.tcp_idle_timeout:
             self._idle_timer = loop.call_later(limits.tcp_idle_timeout, self._check_idle)
@@ -198,7 +201,7 @@ class StreamConnectionProtocol(asyncio.Protocol):
             self.transport.close()
             return
         if pos:
-            self.last_frame = asyncio.get_running_loop().time()
+            self.last_frame = self.clock()
         if pos < len(data):
             self.buffer += data[pos:]
 

@@ -29,6 +29,17 @@ def _ignore(client: tuple[str, int], why: str, level: int) -> None:
     pass
 
 
+class _TlsIO(Protocol):
+    """The calls of ``ssl.SSLObject`` the hot paths make, with the signatures of the C object
+    behind it."""
+
+    def read(self, size: int, buffer: memoryview) -> int: ...
+
+    def write(self, data: bytes | bytearray | memoryview) -> int: ...
+
+    def pending(self) -> int: ...
+
+
 class SourceGate(Protocol):
     """Caps connections per source IP (stunner.listener.StreamConnections)."""
 
@@ -43,6 +54,9 @@ class TlsTransport(asyncio.Transport):
     def __init__(self, tls: TlsServerProtocol) -> None:
         super().__init__()
         self._tls = tls
+        # ``write`` if the encrypted bytes waiting stay within a bound (``StreamClient``'s), in
+        # one call: the checks through this class's methods would be a Python call each.
+        self.write_within: Callable[[bytes, int], bool] = tls.send_within
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self._tls.send(data)
@@ -93,6 +107,10 @@ class TlsServerProtocol(asyncio.Protocol):
         self.incoming = ssl.MemoryBIO()
         self.outgoing = ssl.MemoryBIO()
         self.sslobj = context.wrap_bio(self.incoming, self.outgoing, server_side=True)
+        # The hot paths call read, write and pending on the C object behind ssl.SSLObject
+        # (CPython's ``_sslobj``): the wrapper's methods only forward to it, a Python call
+        # each. The wrapper itself where there is no such object.
+        self.tls_io = cast(_TlsIO, getattr(self.sslobj, "_sslobj", self.sslobj))
         self.inner: asyncio.Protocol | None = None
         self._timer: asyncio.TimerHandle | None = None
 
@@ -124,18 +142,23 @@ class TlsServerProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         # Stream hot path: the records are decrypted into the shared plaintext buffer, and
         # only while the memory BIO (or the session) still holds bytes, so a read that ends
-        # on a record boundary costs no SSLWantReadError; the inner protocol gets one copy.
+        # on a record boundary costs no SSLWantReadError; the inner protocol gets one copy,
+        # handed on here. Nothing is flushed unless the reads made records to send (a TLS 1.3
+        # KeyUpdate answer, say): no Python call but the inner protocol's.
         incoming = self.incoming
         incoming.write(data)
-        if self.inner is None and not self._handshake():
-            return
-        sslobj, view = self.sslobj, _PLAIN_VIEW
+        inner = self.inner
+        if inner is None:
+            if not self._handshake():
+                return
+            inner = self.inner
+            assert inner is not None
+        tls_io, view = self.tls_io, _PLAIN_VIEW
         filled = 0
         closing = False
-        while incoming.pending or sslobj.pending():
+        while incoming.pending or tls_io.pending():
             try:
-                # With a buffer, read returns the byte count (typeshed says bytes).
-                count = cast(int, sslobj.read(READ_CHUNK - filled, view[filled:]))
+                count = tls_io.read(READ_CHUNK - filled, view[filled:] if filled else view)
             except ssl.SSLWantReadError:
                 break  # the rest of a record is still on its way
             except (ssl.SSLZeroReturnError, ssl.SSLError):
@@ -149,10 +172,10 @@ class TlsServerProtocol(asyncio.Protocol):
                 self._deliver(filled)
                 filled = 0
         if filled:
-            self._deliver(filled)
+            inner.data_received(view[:filled].tobytes())
         if closing:
             self.close()
-        else:
+        elif self.outgoing.pending:
             self._flush()
 
     def _deliver(self, size: int) -> None:
@@ -185,13 +208,33 @@ class TlsServerProtocol(asyncio.Protocol):
         if transport is None or transport.is_closing():
             return
         try:
-            self.sslobj.write(data)
+            self.tls_io.write(data)
         except ssl.SSLError:
             self.close()
             return
         out = self.outgoing.read()
         if out:
             transport.write(out)
+
+    def send_within(self, data: bytes, limit: int) -> bool:
+        """``send`` if the encrypted bytes waiting for the client (``TlsTransport``'s write
+        buffer size) plus ``len(data)`` stay within ``limit``; False, and nothing written, if
+        not or if the connection is closing."""
+        # Stream hot path (a wake-up's frames to the client): one record, written out at once.
+        transport = self.transport
+        if (
+            transport is None
+            or transport.is_closing()
+            or self.outgoing.pending + transport.get_write_buffer_size() + len(data) > limit
+        ):
+            return False
+        try:
+            self.tls_io.write(data)
+        except ssl.SSLError:
+            self.close()
+            return False
+        transport.write(self.outgoing.read())
+        return True
 
     def _flush(self) -> None:
         out = self.outgoing.read()

@@ -30,7 +30,8 @@ RunSender = Callable[[list[int], list[int]], tuple[int, int]]
 """Sends a run of frames that sit in a batch (starts, lengths), empties both lists, and returns
 (frames, bytes) accepted."""
 
-_PADS = (b"", b"\x00\x00\x00", b"\x00\x00", b"\x00")
+STREAM_PADS = (b"", b"\x00\x00\x00", b"\x00\x00", b"\x00")
+"""A stream frame's padding to 4 bytes (RFC 8656 12.5), by its length % 4."""
 
 ANSWER_HEADROOM = 64 * 1024
 """Bytes of STUN answers a stream connection may queue beyond its bound; past that it is
@@ -84,7 +85,7 @@ class StreamClient:
     buffer: for TLS, the encrypted records); see the module docstring.
     """
 
-    __slots__ = ("addr", "limit", "on_stalled", "transport")
+    __slots__ = ("addr", "limit", "on_stalled", "transport", "write_within")
 
     source_verified = True
     refusal = Drop.WRITE_BUFFER_FULL
@@ -100,6 +101,11 @@ class StreamClient:
         self.addr = addr
         self.limit = limit
         self.on_stalled = on_stalled  # told when an answer aborts the connection (a log line)
+        # The bound check and the write in one call: the TLS transport's own (stunner.tls), whose
+        # separate checks would each be a Python call, else the plain transport's C methods.
+        self.write_within: Callable[[bytes, int], bool] = (
+            getattr(transport, "write_within", None) or self._write_within
+        )
 
     @property
     def key(self) -> Hashable:
@@ -113,9 +119,15 @@ class StreamClient:
         """Queue one relayed frame if the write buffer stays within ``limit``, else refuse it
         (the caller counts it as a write_buffer_full drop). Accepted means buffered for the
         client, not read by it."""
-        if not self.fits(len(data), self.limit):
+        return self.write_within(data, self.limit)
+
+    def _write_within(self, data: bytes, limit: int) -> bool:
+        """Write ``data`` if the write buffer stays within ``limit`` on an open connection."""
+        # Stream hot path (a wake-up's frames to the client): C calls on the transport only.
+        transport = self.transport
+        if transport.is_closing() or transport.get_write_buffer_size() + len(data) > limit:
             return False
-        self.transport.write(data)
+        transport.write(data)
         return True
 
     def fits(self, size: int, limit: int) -> bool:
@@ -149,7 +161,7 @@ class StreamClient:
             size = 0
             for start, length in zip(starts, lengths, strict=True):
                 pieces.append(view[start : start + length])
-                pad = _PADS[length & 3]
+                pad = STREAM_PADS[length & 3]
                 pieces.append(pad)
                 size += length + len(pad)
             count = len(starts)

@@ -25,7 +25,7 @@ from .allocation import Allocation
 from .answers import TurnError, error_response, success_response
 from .auth import Denied, RequestAuth
 from .clients import Client
-from .datapath import AllocationCounter, RelayReceiver, answer, drop, forward_send
+from .datapath import AllocationCounter, answer, drop, forward_send, relay_drain
 from .events import AllocationObserver, DeleteReason
 from .limits import AmplificationGuard, Quotas
 from .own import OwnListeners
@@ -342,7 +342,7 @@ class TurnServer:
             sock.close()
             raise TurnError(437, "Connection closed")
         alloc = Allocation(client, username)
-        alloc.relay = DatagramSocket(sock, RelayReceiver(alloc, sock, self.stats).drain)
+        alloc.relay = DatagramSocket(sock, relay_drain(alloc, sock, self.stats))
         alloc.relay_addr = (self.relay_advertised, sock.getsockname()[1])
         alloc.transaction_id = request.transaction_id
         lifetime = self._lifetime(request)

@@ -160,3 +160,30 @@ async def test_what_the_server_writes_is_what_the_client_reads(tmp_path: Path) -
         received += session.client.read(65536)
     assert received == b"".join(sent)
     assert transport.get_write_buffer_size() == 0  # all handed to the TCP transport
+
+
+@pytest.mark.parametrize("through", ["c-object", "wrapper"])
+async def test_the_c_object_and_the_wrapper_read_and_write_the_same(
+    tmp_path: Path, through: str
+) -> None:
+    """The hot paths call the C object behind ``ssl.SSLObject`` (``tls_io``); the wrapper,
+    the fallback where there is none, hands on the same plaintext both ways."""
+    session = Session(tmp_path)
+    if through == "wrapper":
+        session.server.tls_io = session.server.sslobj  # type: ignore[assignment]
+    else:
+        assert type(session.server.tls_io).__module__ == "_ssl"
+    sent = messages(random.Random(6), 30)
+    wire = session.records(sent)
+    session.server.data_received(wire[:700])
+    session.server.data_received(wire[700:])
+    assert session.plaintext() == b"".join(sent)
+    assert session.server.send_within(b"".join(sent), 1 << 20)
+    writes = len(session.wire.out)
+    assert not session.server.send_within(b"x" * 100, 99)  # past the bound: nothing written
+    assert len(session.wire.out) == writes
+    session.to_client.write(b"".join(session.wire.out))
+    received = b""
+    while len(received) < sum(map(len, sent)):
+        received += session.client.read(65536)
+    assert received == b"".join(sent)
