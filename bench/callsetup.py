@@ -188,7 +188,8 @@ def _label(data: dict[str, Any], name: str) -> str:
     if name != "baseline":
         return name
     ref = data.get("baseline", {})
-    return f"stunnerd at {ref.get('ref', '?')} ({str(ref.get('commit', ''))[:7]})"
+    name, commit = str(ref.get("ref", "?")), str(ref.get("commit", ""))[:7]
+    return f"stunnerd at {name}" + ("" if commit.startswith(name[:7]) else f" ({commit})")
 
 
 def _ms(value: float | None) -> str:

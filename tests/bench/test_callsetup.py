@@ -136,3 +136,9 @@ def test_rtt_target_compares_pooled_p99_and_names_the_samples() -> None:
     assert rtt["value"] == (
         "1.10 ms vs 1.14 ms (2,999 vs 3,000 probes; rounds 0.90-1.25 ms vs 1.00-1.30 ms)"
     )
+
+
+def test_baseline_label_names_the_commit_once() -> None:
+    data = {"baseline": {"ref": "32d6071", "commit": "32d6071abcdef"}}
+    assert callsetup._label(data, "baseline") == "stunnerd at 32d6071"
+    assert callsetup._label(data, "coturn") == "coturn"
