@@ -254,8 +254,10 @@ def latency_table(data: dict[str, Any]) -> Table:
     base = calls.get("floor", {})
     rows = []
     if base:
-        rows.append(["direct to the peer (floor)", "-", fmt_int(base["count"]),
-                     _ms(base["p50_ms"]), _ms(base["p99_ms"]), "-", fmt_int(base["lost"])])  # fmt: skip
+        rows.append(
+            ["direct to the peer (floor)", "-", fmt_int(base["count"]), _ms(base["p50_ms"]),
+             _ms(base["p99_ms"]), "-", fmt_int(base["lost"])]
+        )  # fmt: skip
     for name in _names(calls):
         p = found[name]["probe"]
         rows.append(
