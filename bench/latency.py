@@ -33,6 +33,12 @@ def percentile(values: Sequence[float], pct: float) -> float | None:
     return ordered[rank - 1]
 
 
+def percentile_ms(values: Sequence[float], pct: float) -> float | None:
+    """``percentile`` of values in seconds, in ms to the microsecond."""
+    value = percentile(values, pct)
+    return None if value is None else round(1000 * value, 3)
+
+
 def channel_data(channel: int, payload: bytes) -> bytes:
     return struct.pack("!HH", channel, len(payload)) + payload
 
@@ -49,11 +55,24 @@ class Probe:
     lost: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        def ms(pct: float) -> float | None:
-            value = percentile(self.rtts, pct)
-            return None if value is None else round(1000 * value, 3)
+        return {
+            "count": len(self.rtts),
+            "lost": self.lost,
+            "p50_ms": percentile_ms(self.rtts, 50),
+            "p99_ms": percentile_ms(self.rtts, 99),
+        }
 
-        return {"count": len(self.rtts), "lost": self.lost, "p50_ms": ms(50), "p99_ms": ms(99)}
+
+def pooled(probes: Sequence[Probe]) -> Probe:
+    """The probes of several rounds as one sample: their percentiles come from every probe."""
+    return Probe([rtt for p in probes for rtt in p.rtts], sum(p.lost for p in probes))
+
+
+def spread(samples: Sequence[Sequence[float]], pct: float) -> tuple[float, float] | None:
+    """(lowest, highest) ``pct``-th percentile among the rounds' samples, in ms; None if no
+    round has a value. How far one round's figure can be from another's."""
+    values = [v for v in (percentile_ms(s, pct) for s in samples) if v is not None]
+    return (min(values), max(values)) if values else None
 
 
 def probe(
