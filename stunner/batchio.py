@@ -135,8 +135,10 @@ class DatagramBatch:
         self._sockaddrs: dict[Address, int] = {}
         self._sockaddr_buffers: list[ctypes.Array[ctypes.c_char]] = []
 
-    def receive(self, sock: socket.socket) -> tuple[list[int], list[Address]]:
+    def receive(self, sock: socket.socket, first: int = 0) -> tuple[list[int], list[Address]]:
         """Read what is queued, up to BATCH datagrams: their sizes and sources (none: empty).
+        From slot ``first`` on (``Gather`` keeps the slots before it), so at most
+        ``BATCH - first`` datagrams, the k-th in slot ``first + k``.
 
         A socket error (other than EAGAIN) ends the batch early: the read has cleared it, and
         the next wake-up goes on reading.
@@ -144,14 +146,17 @@ class DatagramBatch:
         if not self.native:
             return self._receive_portable(sock)
         headers = self._receive
-        count = self._recvmmsg(sock.fileno(), headers.pointer, BATCH, _DONTWAIT, None)
+        where = headers.pointer if not first else _c_void_p(headers.address + _MMSGHDR * first)
+        count = self._recvmmsg(sock.fileno(), where, BATCH - first, _DONTWAIT, None)
         if count == 1:  # a socket that carries one allocation's smooth traffic, mostly
-            key = self._name_keys[0]
-            return [headers.ints[14]], [self._addresses.get(key) or self._new_address(key)]
+            key = self._name_keys[2 * first]
+            size = headers.ints[16 * first + 14]
+            return [size], [self._addresses.get(key) or self._new_address(key)]
         if count <= 0:
             return [], []
-        sizes: list[int] = headers.ints[14 : _MMSGHDR // 4 * count : _MMSGHDR // 4].tolist()
-        keys: list[int] = self._name_keys[: 2 * count : 2].tolist()
+        end = first + count
+        sizes: list[int] = headers.ints[16 * first + 14 : 16 * end : 16].tolist()
+        keys: list[int] = self._name_keys[2 * first : 2 * end : 2].tolist()
         cache = self._addresses
         addresses: list[Address] = []
         append = addresses.append
@@ -270,6 +275,67 @@ class DatagramBatch:
             packets += 1
             sent_bytes += length
         return packets, sent_bytes
+
+
+class Gather:
+    """Datagrams from many sockets' wake-ups, each to its own destination, that leave one
+    socket together: one sendmmsg for the lot (``send``).
+
+    Why: a UDP listener socket carries the peer-to-client traffic of every allocation, while
+    each relay socket's wake-up may bring only a datagram or two (many allocations). Sending
+    those one sendto per wake-up pays a system call's fixed cost per datagram.
+
+    A relay socket reads straight into the free slots (``receive``, from slot ``used`` on);
+    the caller writes the ChannelData header in front of each payload (at ``SLOT * i``), its
+    length and destination into ``lengths`` and ``names``, and advances ``used``; nothing is
+    copied. The slots stay taken until ``send``, so at most BATCH datagrams wait (the caller
+    sends when ``used`` reaches BATCH). Needs recvmmsg/sendmmsg (``NATIVE``): without them
+    there is nothing to gather into.
+    """
+
+    def __init__(self) -> None:
+        if not NATIVE:
+            raise OSError(errno.ENOSYS, "no recvmmsg/sendmmsg here: nothing to gather")
+        self.batch = DatagramBatch()
+        self.memory = self.batch.memory
+        self.used = 0  # slots holding datagrams that wait for ``send``: slot i is entry i
+        headers = self._headers = _Headers()
+        self._sendmmsg = _sendmmsg or _unavailable
+        # Entry i leaves from slot i, header included: only its length and destination vary.
+        for i in range(BATCH):
+            headers.iov_words[2 * i] = self.batch.base + SLOT * i + HEADROOM - 4
+        self.names = headers.words  # msg_name of entry i at [8 * i]
+        self.lengths = headers.iov_words  # iov_len of entry i at [2 * i + 1]
+        # The struct sockaddr_in buffers the waiting entries point to, held until ``send``
+        # (their owners may go meanwhile: a relay socket closed with its datagrams waiting).
+        self.keep: list[object] = []
+        # Read into the free slots: ``receive(sock, used)`` puts the k-th datagram into slot
+        # ``used + k`` (DatagramBatch.receive); the caller enters them or lets them go.
+        self.receive = self.batch.receive
+
+    def send(self, sock: socket.socket) -> tuple[int, int, int, int]:
+        """Send the entries, in order, with one sendmmsg, and free every slot: (entries, their
+        bytes, packets sent, bytes sent). Like ``DatagramBatch.send``: a datagram the kernel
+        refuses is skipped and the rest still go; a full send buffer (EAGAIN) or a closed
+        socket (EBADF) drops what is left."""
+        total, self.used = self.used, 0
+        headers, lengths = self._headers, self.lengths
+        fd = sock.fileno()
+        first = packets = sent_bytes = 0
+        while first < total:
+            where = headers.pointer if not first else _c_void_p(headers.address + _MMSGHDR * first)
+            done = self._sendmmsg(fd, where, total - first, _DONTWAIT)
+            if done < 0:
+                if ctypes.get_errno() in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EBADF):
+                    break
+                first += 1  # this one was refused: skip it, send the rest
+                continue
+            packets += done
+            sent_bytes += sum(lengths[2 * first + 1 : 2 * (first + done) : 2])
+            first += done
+        total_bytes = sent_bytes if packets == total else sum(lengths[1 : 2 * total : 2])
+        self.keep.clear()  # after the calls: the kernel read the addresses during them
+        return total, total_bytes, packets, sent_bytes
 
 
 _shared: DatagramBatch | None = None
