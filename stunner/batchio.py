@@ -135,10 +135,8 @@ class DatagramBatch:
         self._sockaddrs: dict[Address, int] = {}
         self._sockaddr_buffers: list[ctypes.Array[ctypes.c_char]] = []
 
-    def receive(self, sock: socket.socket, first: int = 0) -> tuple[list[int], list[Address]]:
+    def receive(self, sock: socket.socket) -> tuple[list[int], list[Address]]:
         """Read what is queued, up to BATCH datagrams: their sizes and sources (none: empty).
-        From slot ``first`` on (``Gather`` keeps the slots before it), so at most
-        ``BATCH - first`` datagrams, the k-th in slot ``first + k``.
 
         A socket error (other than EAGAIN) ends the batch early: the read has cleared it, and
         the next wake-up goes on reading.
@@ -146,16 +144,31 @@ class DatagramBatch:
         if not self.native:
             return self._receive_portable(sock)
         headers = self._receive
-        where = headers.pointer if not first else _c_void_p(headers.address + _MMSGHDR * first)
-        count = self._recvmmsg(sock.fileno(), where, BATCH - first, _DONTWAIT, None)
+        count = self._recvmmsg(sock.fileno(), headers.pointer, BATCH, _DONTWAIT, None)
         if count == 1:  # a socket that carries one allocation's smooth traffic, mostly
+            key = self._name_keys[0]
+            return [headers.ints[14]], [self._addresses.get(key) or self._new_address(key)]
+        if count <= 0:
+            return [], []
+        return self._received(0, count)
+
+    def receive_into(self, sock: socket.socket, first: int) -> tuple[list[int], list[Address]]:
+        """``receive`` into slots ``first`` to BATCH - 1 (``Gather`` keeps the slots before
+        it): the k-th datagram lands in slot ``first + k``. recvmmsg only (``native``)."""
+        where = _c_void_p(self._receive.address + _MMSGHDR * first)
+        count = self._recvmmsg(sock.fileno(), where, BATCH - first, _DONTWAIT, None)
+        if count == 1:
             key = self._name_keys[2 * first]
-            size = headers.ints[16 * first + 14]
+            size = self._receive.ints[16 * first + 14]
             return [size], [self._addresses.get(key) or self._new_address(key)]
         if count <= 0:
             return [], []
+        return self._received(first, count)
+
+    def _received(self, first: int, count: int) -> tuple[list[int], list[Address]]:
+        """The sizes and sources of ``count`` datagrams read into slots from ``first`` on."""
         end = first + count
-        sizes: list[int] = headers.ints[16 * first + 14 : 16 * end : 16].tolist()
+        sizes: list[int] = self._receive.ints[16 * first + 14 : 16 * end : 16].tolist()
         keys: list[int] = self._name_keys[2 * first : 2 * end : 2].tolist()
         cache = self._addresses
         addresses: list[Address] = []
@@ -310,8 +323,8 @@ class Gather:
         # (their owners may go meanwhile: a relay socket closed with its datagrams waiting).
         self.keep: list[object] = []
         # Read into the free slots: ``receive(sock, used)`` puts the k-th datagram into slot
-        # ``used + k`` (DatagramBatch.receive); the caller enters them or lets them go.
-        self.receive = self.batch.receive
+        # ``used + k`` (DatagramBatch.receive_into); the caller enters them or lets them go.
+        self.receive = self.batch.receive_into
 
     def send(self, sock: socket.socket) -> tuple[int, int, int, int]:
         """Send the entries, in order, with one sendmmsg, and free every slot: (entries, their

@@ -427,16 +427,16 @@ class ClientOutbox:
 
     Gathering only pays when several relay sockets wake up in one turn; with one (a single
     busy allocation) the scheduled flush is pure cost. So a turn whose flush carried one
-    wake-up's datagrams makes the next wake-ups send at once (``alone``), except every
-    PROBE-th, which gathers again to see whether others join it.
+    wake-up's datagrams makes the next PROBE wake-ups send at once (``direct``); the one after
+    gathers again, to see whether others join it.
 
     ``tx`` is counted at the flush, from what sendmmsg accepted; a refused datagram is one
     send_error drop, as on the one-by-one path.
     """
 
-    PROBE = 16  # while alone, one wake-up in this many gathers to see whether others join
+    PROBE = 64  # direct wake-ups between two probes
 
-    __slots__ = ("alone", "call_soon", "gather", "quiet", "scheduled", "sock", "stats", "wakeups")
+    __slots__ = ("call_soon", "direct", "gather", "scheduled", "sock", "stats", "wakeups")
 
     def __init__(
         self, sock: socket.socket, stats: ListenerStats, call_soon: Callable[..., object]
@@ -447,8 +447,9 @@ class ClientOutbox:
         self.call_soon = call_soon
         self.scheduled = False  # a flush at the end of this turn is on the loop's ready queue
         self.wakeups = 0  # relay socket wake-ups whose datagrams wait
-        self.alone = False  # the last flush carried one wake-up's datagrams
-        self.quiet = 0  # wake-ups sent at once since the last probe
+        # Wake-ups that send at once before the next probe (0: gather): the last flush
+        # carried one wake-up's datagrams.
+        self.direct = 0
 
     @classmethod
     def for_listener(cls, sock: socket.socket, stats: ListenerStats) -> ClientOutbox | None:
@@ -460,17 +461,6 @@ class ClientOutbox:
             return None
         return cls(sock, stats, loop.call_soon) if NATIVE else None
 
-    def gathers(self) -> bool:
-        """Whether this wake-up gathers: others wait already, the last turn had company, or
-        it is time to probe."""
-        if self.gather.used or not self.alone:
-            return True
-        self.quiet += 1
-        if self.quiet < self.PROBE:
-            return False
-        self.quiet = 0
-        return True
-
     def turn_ended(self) -> None:
         self.scheduled = False
         self.flush()
@@ -479,7 +469,7 @@ class ClientOutbox:
         """Send what waits, counted: tx from what sendmmsg accepted, the rest send_error."""
         if not self.gather.used:
             return
-        self.alone = self.wakeups < 2
+        self.direct = self.PROBE if self.wakeups < 2 else 0
         self.wakeups = 0
         total, total_bytes, packets, sent = self.gather.send(self.sock)
         stats = self.stats
@@ -549,9 +539,11 @@ class RelayReceiver:
 
     def drain(self) -> None:
         outbox = self.outbox
-        if outbox is not None and outbox.gathers():
-            self._drain_gathered(outbox)
-            return
+        if outbox is not None:  # gather, unless the last turn had one wake-up (see ClientOutbox)
+            if not outbox.direct:
+                self._drain_gathered(outbox)
+                return
+            outbox.direct -= 1  # nothing waits in the outbox while it counts down
         # Hot path: one recvmmsg for the wake-up; per datagram one dict lookup and the
         # ChannelData header written in place in front of the payload in its slot; the run goes
         # to the client in one call. No logging, no tasks, no locks; drops counted in locals.
