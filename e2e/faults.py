@@ -74,6 +74,20 @@ FAULTS: tuple[Fault, ...] = (
                 "            stats.cluster_rx_packets += 1\n"
                 "            stats.cluster_rx_bytes += len(payload)\n",
             ),
+            Edit(
+                DATAPATH,
+                "        stats.cluster_rx_packets += entry - first\n"
+                "        stats.cluster_rx_bytes += relayed_bytes\n",
+                "        stats.cluster_tx_packets += entry - first\n"
+                "        stats.cluster_tx_bytes += relayed_bytes\n",
+            ),
+            Edit(
+                DATAPATH,
+                "            stats.cluster_rx_packets += 1\n"
+                "            stats.cluster_rx_bytes += size\n",
+                "            stats.cluster_tx_packets += 1\n"
+                "            stats.cluster_tx_bytes += size\n",
+            ),
         ),
         ("test_shapes",),
     ),
@@ -276,7 +290,7 @@ FAULTS: tuple[Fault, ...] = (
                 BATCHIO,
                 "                first += 1  # this one was refused: skip it, send the rest\n",
                 "                packets += 1  # counted although refused\n"
-                "                sent_bytes += lengths[first]\n"
+                "                sent_bytes += iov_words[2 * first + 1]\n"
                 "                first += 1\n",
             ),
         ),

@@ -100,6 +100,25 @@ class _Headers:
             self.words[8 * i + 3] = 1  # msg_iovlen
             self.ints[16 * i + 2] = _SOCKADDR_IN  # msg_namelen (recvmmsg leaves it at 16)
 
+    def send(self, sendmmsg: Callable[..., int], fd: int, total: int) -> tuple[int, int]:
+        """Send the first ``total`` datagrams the headers describe, in order: (packets, bytes)
+        sent. A datagram the kernel refuses (EMSGSIZE, say) is skipped and the rest still go;
+        a full send buffer (EAGAIN) or a closed socket (EBADF) drops what is left."""
+        iov_words = self.iov_words
+        first = packets = sent_bytes = 0
+        while first < total:
+            where = self.pointer if not first else _c_void_p(self.address + _MMSGHDR * first)
+            done = sendmmsg(fd, where, total - first, _DONTWAIT)
+            if done < 0:
+                if ctypes.get_errno() in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EBADF):
+                    break
+                first += 1  # this one was refused: skip it, send the rest
+                continue
+            packets += done
+            sent_bytes += sum(iov_words[2 * first + 1 : 2 * (first + done) : 2])
+            first += done
+        return packets, sent_bytes
+
 
 class DatagramBatch:
     """Up to BATCH datagrams read with one call; datagram i sits at ``SLOT * i + HEADROOM`` in
@@ -248,20 +267,7 @@ class DatagramBatch:
         iov_words = headers.iov_words
         iov_words[0 : 2 * total : 2] = _array("Q", [base + start for start in starts])
         iov_words[1 : 2 * total : 2] = _array("Q", lengths)
-        fd = sock.fileno()
-        first = packets = sent_bytes = 0
-        while first < total:
-            where = headers.pointer if not first else _c_void_p(headers.address + _MMSGHDR * first)
-            done = self._sendmmsg(fd, where, total - first, _DONTWAIT)
-            if done < 0:
-                if ctypes.get_errno() in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EBADF):
-                    break
-                first += 1  # this one was refused: skip it, send the rest
-                continue
-            packets += done
-            sent_bytes += sum(lengths[first : first + done])
-            first += done
-        return packets, sent_bytes
+        return headers.send(self._sendmmsg, sock.fileno(), total)
 
     def _new_sockaddr(self, addr: Address) -> int:
         """A destination not in the cache: the address of a new struct sockaddr_in for it."""
@@ -332,21 +338,8 @@ class Gather:
         refuses is skipped and the rest still go; a full send buffer (EAGAIN) or a closed
         socket (EBADF) drops what is left."""
         total, self.used = self.used, 0
-        headers, lengths = self._headers, self.lengths
-        fd = sock.fileno()
-        first = packets = sent_bytes = 0
-        while first < total:
-            where = headers.pointer if not first else _c_void_p(headers.address + _MMSGHDR * first)
-            done = self._sendmmsg(fd, where, total - first, _DONTWAIT)
-            if done < 0:
-                if ctypes.get_errno() in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EBADF):
-                    break
-                first += 1  # this one was refused: skip it, send the rest
-                continue
-            packets += done
-            sent_bytes += sum(lengths[2 * first + 1 : 2 * (first + done) : 2])
-            first += done
-        total_bytes = sent_bytes if packets == total else sum(lengths[1 : 2 * total : 2])
+        packets, sent_bytes = self._headers.send(self._sendmmsg, sock.fileno(), total)
+        total_bytes = sent_bytes if packets == total else sum(self.lengths[1 : 2 * total : 2])
         self.keep.clear()  # after the calls: the kernel read the addresses during them
         return total, total_bytes, packets, sent_bytes
 
