@@ -67,7 +67,6 @@ def _unavailable(*_args: object) -> int:
     raise OSError(errno.ENOSYS, "no recvmmsg/sendmmsg here")
 
 
-_c_void_p = ctypes.c_void_p
 _recvmmsg = _libc_function("recvmmsg", use_errno=False)
 _sendmmsg = _libc_function("sendmmsg", use_errno=True)
 NATIVE = _recvmmsg is not None and _sendmmsg is not None
@@ -91,6 +90,8 @@ class _Headers:
         self.iovecs = bytearray(BATCH * _IOVEC)
         self.address = _address_of(self.headers)
         self.pointer = ctypes.c_void_p(self.address)  # passed to libc as it is, no conversion
+        # The same for the header of each datagram i (a read or send that starts there).
+        self.pointers = tuple(ctypes.c_void_p(self.address + _MMSGHDR * i) for i in range(BATCH))
         self.words = memoryview(self.headers).cast("Q")  # 8 per header
         self.ints = memoryview(self.headers).cast("I")  # 16 per header
         self.iov_words = memoryview(self.iovecs).cast("Q")  # base, length
@@ -107,8 +108,7 @@ class _Headers:
         iov_words = self.iov_words
         first = packets = sent_bytes = 0
         while first < total:
-            where = self.pointer if not first else _c_void_p(self.address + _MMSGHDR * first)
-            done = sendmmsg(fd, where, total - first, _DONTWAIT)
+            done = sendmmsg(fd, self.pointers[first], total - first, _DONTWAIT)
             if done < 0:
                 if ctypes.get_errno() in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EBADF):
                     break
@@ -174,7 +174,7 @@ class DatagramBatch:
     def receive_into(self, sock: socket.socket, first: int) -> tuple[list[int], list[Address]]:
         """``receive`` into slots ``first`` to BATCH - 1 (``Gather`` keeps the slots before
         it): the k-th datagram lands in slot ``first + k``. recvmmsg only (``native``)."""
-        where = _c_void_p(self._receive.address + _MMSGHDR * first)
+        where = self._receive.pointers[first]
         count = self._recvmmsg(sock.fileno(), where, BATCH - first, _DONTWAIT, None)
         if count == 1:
             key = self._name_keys[2 * first]
