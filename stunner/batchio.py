@@ -101,23 +101,24 @@ class _Headers:
             self.words[8 * i + 3] = 1  # msg_iovlen
             self.ints[16 * i + 2] = _SOCKADDR_IN  # msg_namelen (recvmmsg leaves it at 16)
 
-    def send(self, sendmmsg: Callable[..., int], fd: int, total: int) -> tuple[int, int]:
-        """Send the first ``total`` datagrams the headers describe, in order: (packets, bytes)
-        sent. A datagram the kernel refuses (EMSGSIZE, say) is skipped and the rest still go;
-        a full send buffer (EAGAIN) or a closed socket (EBADF) drops what is left."""
-        iov_words = self.iov_words
-        first = packets = sent_bytes = 0
+    def send(self, sendmmsg: Callable[..., int], fd: int, total: int) -> list[int]:
+        """Send the first ``total`` datagrams the headers describe, in order: the indices of
+        those that did not leave (none, mostly). A datagram the kernel refuses (EMSGSIZE, say)
+        is skipped and the rest still go; a full send buffer (EAGAIN) or a closed socket
+        (EBADF) drops what is left."""
+        unsent: list[int] = []
+        first = 0
         while first < total:
             done = sendmmsg(fd, self.pointers[first], total - first, _DONTWAIT)
             if done < 0:
                 if ctypes.get_errno() in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EBADF):
+                    unsent += range(first, total)
                     break
-                first += 1  # this one was refused: skip it, send the rest
+                unsent.append(first)  # this one was refused: skip it, send the rest
+                first += 1
                 continue
-            packets += done
-            sent_bytes += sum(iov_words[2 * first + 1 : 2 * (first + done) : 2])
             first += done
-        return packets, sent_bytes
+        return unsent
 
 
 class DatagramBatch:
@@ -267,7 +268,10 @@ class DatagramBatch:
         iov_words = headers.iov_words
         iov_words[0 : 2 * total : 2] = _array("Q", [base + start for start in starts])
         iov_words[1 : 2 * total : 2] = _array("Q", lengths)
-        return headers.send(self._sendmmsg, sock.fileno(), total)
+        unsent = headers.send(self._sendmmsg, sock.fileno(), total)
+        if not unsent:
+            return total, sum(lengths)
+        return total - len(unsent), sum(lengths) - sum(lengths[i] for i in unsent)
 
     def _new_sockaddr(self, addr: Address) -> int:
         """A destination not in the cache: the address of a new struct sockaddr_in for it."""
@@ -306,10 +310,10 @@ class Gather:
 
     A relay socket reads straight into the free slots (``receive``, from slot ``used`` on);
     the caller writes the ChannelData header in front of each payload (at ``SLOT * i``), its
-    length and destination into ``lengths`` and ``names``, and advances ``used``; nothing is
-    copied. The slots stay taken until ``send``, so at most BATCH datagrams wait (the caller
-    sends when ``used`` reaches BATCH). Needs recvmmsg/sendmmsg (``NATIVE``): without them
-    there is nothing to gather into.
+    length and destination into ``lengths`` and ``names``, and advances ``used`` and
+    ``bytes``; nothing is copied. The slots stay taken until ``send``, so at most BATCH
+    datagrams wait (the caller sends when ``used`` reaches BATCH). Needs recvmmsg/sendmmsg
+    (``NATIVE``): without them there is nothing to gather into.
     """
 
     def __init__(self) -> None:
@@ -318,6 +322,7 @@ class Gather:
         self.batch = DatagramBatch()
         self.memory = self.batch.memory
         self.used = 0  # slots holding datagrams that wait for ``send``: slot i is entry i
+        self.bytes = 0  # their bytes, headers included (the caller adds them as it enters)
         headers = self._headers = _Headers()
         self._sendmmsg = _sendmmsg or _unavailable
         # Entry i leaves from slot i, header included: only its length and destination vary.
@@ -337,11 +342,13 @@ class Gather:
         bytes, packets sent, bytes sent). Like ``DatagramBatch.send``: a datagram the kernel
         refuses is skipped and the rest still go; a full send buffer (EAGAIN) or a closed
         socket (EBADF) drops what is left."""
-        total, self.used = self.used, 0
-        packets, sent_bytes = self._headers.send(self._sendmmsg, sock.fileno(), total)
-        total_bytes = sent_bytes if packets == total else sum(self.lengths[1 : 2 * total : 2])
+        total, total_bytes, self.used, self.bytes = self.used, self.bytes, 0, 0
+        unsent = self._headers.send(self._sendmmsg, sock.fileno(), total)
         self.keep.clear()  # after the calls: the kernel read the addresses during them
-        return total, total_bytes, packets, sent_bytes
+        if not unsent:
+            return total, total_bytes, total, total_bytes
+        lost = sum(self.lengths[2 * i + 1] for i in unsent)
+        return total, total_bytes, total - len(unsent), total_bytes - lost
 
 
 _shared: DatagramBatch | None = None

@@ -655,6 +655,7 @@ class RelayReceiver:
             relayed_bytes += size
             entry += 1
         gather.used = entry
+        gather.bytes += relayed_bytes + 4 * (entry - first)
         outbox.wakeups += 1
         stats = self.stats
         stats.cluster_rx_packets += entry - first
