@@ -621,7 +621,10 @@ the same for both. The relay paths (`DatagramIngress.drain` and `RelayReceiver.d
   into 64 KiB slots of one shared mapping, through ctypes. What leaves goes by `sendmmsg(2)`
   per run: a relay's ChannelData frames to its UDP client, and on the listener, consecutive
   ChannelData payloads for the same relay socket and peer (a burst from one client); a run
-  of one is a plain `sendto`, made in the drain's loop. Source addresses are cached (the
+  of one is a plain `sendto`, made in the drain's loop. With many allocations, the
+  peer-to-client frames of all relay sockets are gathered in the listener's outbox and leave
+  with one `sendmmsg` per event-loop turn (a frame waits at most for the rest of the turn;
+  `ClientOutbox` in `stunner/turn/datapath.py`). Source addresses are cached (the
   first 8 bytes of the raw sockaddr, one integer each, to `(host, port)`), which skips
   `inet_ntop`. The libc calls have no ctypes `argtypes` (pointers are prebuilt `c_void_p`)
   and keep the GIL (`PyDLL`, `MSG_DONTWAIT`): per call, argument conversion and the GIL

@@ -87,6 +87,20 @@ FAULTS: tuple[Fault, ...] = (
                 "            stats.cluster_tx_packets += received\n"
                 "            stats.cluster_tx_bytes += received_bytes\n",
             ),
+            Edit(
+                DATAPATH,
+                "        stats.cluster_rx_packets += entry - first\n"
+                "        stats.cluster_rx_bytes += relayed_bytes\n",
+                "        stats.cluster_tx_packets += entry - first\n"
+                "        stats.cluster_tx_bytes += relayed_bytes\n",
+            ),
+            Edit(
+                DATAPATH,
+                "            stats.cluster_rx_packets += 1\n"
+                "            stats.cluster_rx_bytes += size\n",
+                "            stats.cluster_tx_packets += 1\n"
+                "            stats.cluster_tx_bytes += size\n",
+            ),
         ),
         ("test_shapes",),
     ),
@@ -309,10 +323,9 @@ FAULTS: tuple[Fault, ...] = (
         (
             Edit(
                 BATCHIO,
-                "                first += 1  # this one was refused: skip it, send the rest\n",
-                "                packets += 1  # counted although refused\n"
-                "                sent_bytes += lengths[first]\n"
-                "                first += 1\n",
+                "                unsent.append(first)  # this one was refused: skip it, send the"
+                " rest\n",
+                "                pass  # counted although refused\n",
             ),
         ),
         ("test_shapes",),

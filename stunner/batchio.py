@@ -67,7 +67,6 @@ def _unavailable(*_args: object) -> int:
     raise OSError(errno.ENOSYS, "no recvmmsg/sendmmsg here")
 
 
-_c_void_p = ctypes.c_void_p
 _recvmmsg = _libc_function("recvmmsg", use_errno=False)
 _sendmmsg = _libc_function("sendmmsg", use_errno=True)
 NATIVE = _recvmmsg is not None and _sendmmsg is not None
@@ -91,6 +90,8 @@ class _Headers:
         self.iovecs = bytearray(BATCH * _IOVEC)
         self.address = _address_of(self.headers)
         self.pointer = ctypes.c_void_p(self.address)  # passed to libc as it is, no conversion
+        # The same for the header of each datagram i (a read or send that starts there).
+        self.pointers = tuple(ctypes.c_void_p(self.address + _MMSGHDR * i) for i in range(BATCH))
         self.words = memoryview(self.headers).cast("Q")  # 8 per header
         self.ints = memoryview(self.headers).cast("I")  # 16 per header
         self.iov_words = memoryview(self.iovecs).cast("Q")  # base, length
@@ -99,6 +100,25 @@ class _Headers:
             self.words[8 * i + 2] = iov_base + _IOVEC * i  # msg_iov
             self.words[8 * i + 3] = 1  # msg_iovlen
             self.ints[16 * i + 2] = _SOCKADDR_IN  # msg_namelen (recvmmsg leaves it at 16)
+
+    def send(self, sendmmsg: Callable[..., int], fd: int, total: int) -> list[int]:
+        """Send the first ``total`` datagrams the headers describe, in order: the indices of
+        those that did not leave (none, mostly). A datagram the kernel refuses (EMSGSIZE, say)
+        is skipped and the rest still go; a full send buffer (EAGAIN) or a closed socket
+        (EBADF) drops what is left."""
+        unsent: list[int] = []
+        first = 0
+        while first < total:
+            done = sendmmsg(fd, self.pointers[first], total - first, _DONTWAIT)
+            if done < 0:
+                if ctypes.get_errno() in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EBADF):
+                    unsent += range(first, total)
+                    break
+                unsent.append(first)  # this one was refused: skip it, send the rest
+                first += 1
+                continue
+            first += done
+        return unsent
 
 
 class DatagramBatch:
@@ -150,8 +170,26 @@ class DatagramBatch:
             return [headers.ints[14]], [self._addresses.get(key) or self._new_address(key)]
         if count <= 0:
             return [], []
-        sizes: list[int] = headers.ints[14 : _MMSGHDR // 4 * count : _MMSGHDR // 4].tolist()
-        keys: list[int] = self._name_keys[: 2 * count : 2].tolist()
+        return self._received(0, count)
+
+    def receive_into(self, sock: socket.socket, first: int) -> tuple[list[int], list[Address]]:
+        """``receive`` into slots ``first`` to BATCH - 1 (``Gather`` keeps the slots before
+        it): the k-th datagram lands in slot ``first + k``. recvmmsg only (``native``)."""
+        where = self._receive.pointers[first]
+        count = self._recvmmsg(sock.fileno(), where, BATCH - first, _DONTWAIT, None)
+        if count == 1:
+            key = self._name_keys[2 * first]
+            size = self._receive.ints[16 * first + 14]
+            return [size], [self._addresses.get(key) or self._new_address(key)]
+        if count <= 0:
+            return [], []
+        return self._received(first, count)
+
+    def _received(self, first: int, count: int) -> tuple[list[int], list[Address]]:
+        """The sizes and sources of ``count`` datagrams read into slots from ``first`` on."""
+        end = first + count
+        sizes: list[int] = self._receive.ints[16 * first + 14 : 16 * end : 16].tolist()
+        keys: list[int] = self._name_keys[2 * first : 2 * end : 2].tolist()
         cache = self._addresses
         addresses: list[Address] = []
         append = addresses.append
@@ -230,20 +268,10 @@ class DatagramBatch:
         iov_words = headers.iov_words
         iov_words[0 : 2 * total : 2] = _array("Q", [base + start for start in starts])
         iov_words[1 : 2 * total : 2] = _array("Q", lengths)
-        fd = sock.fileno()
-        first = packets = sent_bytes = 0
-        while first < total:
-            where = headers.pointer if not first else _c_void_p(headers.address + _MMSGHDR * first)
-            done = self._sendmmsg(fd, where, total - first, _DONTWAIT)
-            if done < 0:
-                if ctypes.get_errno() in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EBADF):
-                    break
-                first += 1  # this one was refused: skip it, send the rest
-                continue
-            packets += done
-            sent_bytes += sum(lengths[first : first + done])
-            first += done
-        return packets, sent_bytes
+        unsent = headers.send(self._sendmmsg, sock.fileno(), total)
+        if not unsent:
+            return total, sum(lengths)
+        return total - len(unsent), sum(lengths) - sum(lengths[i] for i in unsent)
 
     def _new_sockaddr(self, addr: Address) -> int:
         """A destination not in the cache: the address of a new struct sockaddr_in for it."""
@@ -270,6 +298,57 @@ class DatagramBatch:
             packets += 1
             sent_bytes += length
         return packets, sent_bytes
+
+
+class Gather:
+    """Datagrams from many sockets' wake-ups, each to its own destination, that leave one
+    socket together: one sendmmsg for the lot (``send``).
+
+    Why: a UDP listener socket carries the peer-to-client traffic of every allocation, while
+    each relay socket's wake-up may bring only a datagram or two (many allocations). Sending
+    those one sendto per wake-up pays a system call's fixed cost per datagram.
+
+    A relay socket reads straight into the free slots (``receive``, from slot ``used`` on);
+    the caller writes the ChannelData header in front of each payload (at ``SLOT * i``), its
+    length and destination into ``lengths`` and ``names``, and advances ``used`` and
+    ``bytes``; nothing is copied. The slots stay taken until ``send``, so at most BATCH
+    datagrams wait (the caller sends when ``used`` reaches BATCH). Needs recvmmsg/sendmmsg
+    (``NATIVE``): without them there is nothing to gather into.
+    """
+
+    def __init__(self) -> None:
+        if not NATIVE:
+            raise OSError(errno.ENOSYS, "no recvmmsg/sendmmsg here: nothing to gather")
+        self.batch = DatagramBatch()
+        self.memory = self.batch.memory
+        self.used = 0  # slots holding datagrams that wait for ``send``: slot i is entry i
+        self.bytes = 0  # their bytes, headers included (the caller adds them as it enters)
+        headers = self._headers = _Headers()
+        self._sendmmsg = _sendmmsg or _unavailable
+        # Entry i leaves from slot i, header included: only its length and destination vary.
+        for i in range(BATCH):
+            headers.iov_words[2 * i] = self.batch.base + SLOT * i + HEADROOM - 4
+        self.names = headers.words  # msg_name of entry i at [8 * i]
+        self.lengths = headers.iov_words  # iov_len of entry i at [2 * i + 1]
+        # The struct sockaddr_in buffers the waiting entries point to, held until ``send``
+        # (their owners may go meanwhile: a relay socket closed with its datagrams waiting).
+        self.keep: list[object] = []
+        # Read into the free slots: ``receive(sock, used)`` puts the k-th datagram into slot
+        # ``used + k`` (DatagramBatch.receive_into); the caller enters them or lets them go.
+        self.receive = self.batch.receive_into
+
+    def send(self, sock: socket.socket) -> tuple[int, int, int, int]:
+        """Send the entries, in order, with one sendmmsg, and free every slot: (entries, their
+        bytes, packets sent, bytes sent). Like ``DatagramBatch.send``: a datagram the kernel
+        refuses is skipped and the rest still go; a full send buffer (EAGAIN) or a closed
+        socket (EBADF) drops what is left."""
+        total, total_bytes, self.used, self.bytes = self.used, self.bytes, 0, 0
+        unsent = self._headers.send(self._sendmmsg, sock.fileno(), total)
+        self.keep.clear()  # after the calls: the kernel read the addresses during them
+        if not unsent:
+            return total, total_bytes, total, total_bytes
+        lost = sum(self.lengths[2 * i + 1] for i in unsent)
+        return total, total_bytes, total - len(unsent), total_bytes - lost
 
 
 _shared: DatagramBatch | None = None

@@ -271,7 +271,8 @@ class Listener:
             except OSError:
                 sock.close()
                 raise
-            self._udp = DatagramSocket(sock, DatagramIngress(self.server, sock).drain)
+            ingress = DatagramIngress(self.server, sock)
+            self._udp = DatagramSocket(sock, ingress.drain, before_close=ingress.flush)
         elif cfg.protocol in ("TCP", "TLS"):
 
             def plain() -> asyncio.Protocol:

@@ -40,10 +40,16 @@ class DatagramSocket:
     datagram, and the caller decides whether that is worth counting.
     """
 
-    __slots__ = ("_fd", "_loop", "closed", "sendto", "sock")
+    __slots__ = ("_fd", "_loop", "before_close", "closed", "sendto", "sock")
 
-    def __init__(self, sock: socket.socket, on_readable: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        on_readable: Callable[[], None],
+        before_close: Callable[[], None] | None = None,
+    ) -> None:
         sock.setblocking(False)
+        self.before_close = before_close  # e.g. send what waits to leave through the socket
         self.sock = sock
         self.sendto: Callable[[bytes | memoryview, Address], int] = sock.sendto
         self._fd = sock.fileno()
@@ -57,4 +63,6 @@ class DatagramSocket:
             return
         self.closed = True
         self._loop.remove_reader(self._fd)
+        if self.before_close is not None:
+            self.before_close()
         self.sock.close()

@@ -20,11 +20,15 @@ import asyncio
 import functools
 import socket
 from collections.abc import Callable, Hashable
+from typing import TYPE_CHECKING
 
 from ..batchio import DatagramBatch
 from ..constants import DEFAULT_STREAM_WRITE_BUFFER
 from ..stats import Drop
 from ..stun import Address
+
+if TYPE_CHECKING:
+    from .datapath import ClientOutbox
 
 RunSender = Callable[[list[int], list[int]], tuple[int, int]]
 """Sends a run of frames that sit in a batch (starts, lengths), empties both lists, and returns
@@ -43,24 +47,33 @@ class DatagramClient:
 
     Its source address can be forged, so unauthenticated answers to it are bounded
     (``source_verified`` is False: the amplification guard applies).
+
+    ``outbox``: where the listener gathers relayed frames to send once per loop turn
+    (stunner.turn.datapath.ClientOutbox); None sends each at once.
     """
 
-    __slots__ = ("addr", "key", "sock")
+    __slots__ = ("addr", "key", "outbox", "sock")
 
     source_verified = False
     refusal = Drop.SEND_ERROR  # why a frame that ``send`` refused was dropped
 
-    def __init__(self, sock: socket.socket, addr: Address) -> None:
+    def __init__(
+        self, sock: socket.socket, addr: Address, outbox: ClientOutbox | None = None
+    ) -> None:
         self.sock = sock
         self.addr = addr
         self.key: Hashable = addr  # the allocation table key
+        self.outbox = outbox
 
     @property
     def closed(self) -> bool:
         return False  # a UDP "connection" only ends with its allocation
 
     def send(self, data: bytes) -> bool:
-        """One datagram; False when the kernel refused it (full buffer, unreachable)."""
+        """One datagram; False when the kernel refused it (full buffer, unreachable). What
+        waits in the outbox leaves first: nothing overtakes a relayed frame."""
+        if self.outbox is not None:
+            self.outbox.flush()
         try:
             self.sock.sendto(data, self.addr)
         except OSError:

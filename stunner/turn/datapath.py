@@ -20,14 +20,16 @@ allocation beyond the frames themselves.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
+import ctypes
 import socket
 import struct
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..batchio import BATCH, OFFSETS, SLOT, DatagramBatch, shared_batch
+from ..batchio import BATCH, NATIVE, OFFSETS, SLOT, DatagramBatch, Gather, shared_batch, sockaddr
 from ..stats import DELETE_REASONS, DURATION_BUCKETS, Drop, ListenerStats
 from ..stun import Address, Class, Message, Method
 from .allocation import Allocation
@@ -63,7 +65,7 @@ class DatagramIngress:
     """Every datagram that reaches a UDP listener socket: ChannelData relayed here, STUN to
     the server (its answers go back out through the same socket)."""
 
-    __slots__ = ("allocations", "batch", "handle_stun", "sock", "stats")
+    __slots__ = ("allocations", "batch", "handle_stun", "outbox", "sock", "stats")
 
     def __init__(
         self, server: TurnServer, sock: socket.socket, batch: DatagramBatch | None = None
@@ -73,6 +75,14 @@ class DatagramIngress:
         self.stats = server.stats
         self.sock = sock
         self.batch = batch or shared_batch()
+        # The peer-to-client datagrams of this listener's allocations leave together, once
+        # per loop turn (ClientOutbox); outside a running loop (tests), one by one.
+        self.outbox = ClientOutbox.for_listener(sock, self.stats)
+
+    def flush(self) -> None:
+        """Send what waits in the outbox now (the listener socket is about to close)."""
+        if self.outbox is not None:
+            self.outbox.flush()
 
     def drain(self) -> None:
         """The listener socket is readable: read up to LISTENER_READS full batches.
@@ -121,7 +131,7 @@ class DatagramIngress:
                     tx_packets += packets
                     tx_bytes += sent
                     data = bytes(view[offset : offset + size])
-                    self.handle_stun(data, DatagramClient(self.sock, addr))
+                    self.handle_stun(data, DatagramClient(self.sock, addr, self.outbox))
                     continue
                 alloc = allocations.get(addr)
                 if alloc is None:
@@ -405,6 +415,72 @@ def answer(client: Client, data: bytes, stats: ListenerStats) -> bool:
     return True
 
 
+class ClientOutbox:
+    """The peer-to-client datagrams of every relay socket of one UDP listener, gathered during
+    one event-loop turn and sent through the listener socket with one sendmmsg.
+
+    Why: with many allocations, each relay socket's wake-up brings a datagram or two, and a
+    sendto per wake-up was a system call's fixed cost per datagram. Gathered, that cost is paid
+    once per turn. The price is latency: a datagram waits for the rest of the turn (the other
+    ready sockets' callbacks; ``flush`` is scheduled with ``call_soon``), or less when the
+    BATCH slots fill up first. Anything else that leaves the listener socket (an answer, a
+    Data indication) flushes first (``DatagramClient.send``), so the order to a client holds.
+
+    Gathering only pays when several relay sockets wake up in one turn; with one (a single
+    busy allocation) the scheduled flush is pure cost. So a turn whose flush carried one
+    wake-up's datagrams makes the next PROBE wake-ups send at once (``direct``); the one after
+    gathers again, to see whether others join it.
+
+    ``tx`` is counted at the flush, from what sendmmsg accepted; a refused datagram is one
+    send_error drop, as on the one-by-one path.
+    """
+
+    PROBE = 64  # direct wake-ups between two probes
+
+    __slots__ = ("call_soon", "direct", "gather", "scheduled", "sock", "stats", "wakeups")
+
+    def __init__(
+        self, sock: socket.socket, stats: ListenerStats, call_soon: Callable[..., object]
+    ) -> None:
+        self.sock = sock
+        self.stats = stats
+        self.gather = Gather()
+        self.call_soon = call_soon
+        self.scheduled = False  # a flush at the end of this turn is on the loop's ready queue
+        self.wakeups = 0  # relay socket wake-ups whose datagrams wait
+        # Wake-ups that send at once before the next probe (0: gather): the last flush
+        # carried one wake-up's datagrams.
+        self.direct = 0
+
+    @classmethod
+    def for_listener(cls, sock: socket.socket, stats: ListenerStats) -> ClientOutbox | None:
+        """An outbox for a listener socket served by the running loop (None: no loop, or no
+        sendmmsg)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return None
+        return cls(sock, stats, loop.call_soon) if NATIVE else None
+
+    def turn_ended(self) -> None:
+        self.scheduled = False
+        self.flush()
+
+    def flush(self) -> None:
+        """Send what waits, counted: tx from what sendmmsg accepted, the rest send_error."""
+        if not self.gather.used:
+            return
+        self.direct = self.PROBE if self.wakeups < 2 else 0
+        self.wakeups = 0
+        total, total_bytes, packets, sent = self.gather.send(self.sock)
+        stats = self.stats
+        stats.tx_packets += packets
+        stats.tx_bytes += sent
+        if packets != total:  # the kernel refused some (full buffer, socket closed)
+            stats.dropped_packets[SEND_ERROR] += total - packets
+            stats.dropped_bytes[SEND_ERROR] += total_bytes - sent
+
+
 class RelayReceiver:
     """Forwards what reaches one relay socket from permitted peers to the allocation's client.
 
@@ -416,6 +492,9 @@ class RelayReceiver:
         "batch",
         "client",
         "largest",
+        "name",
+        "name_address",
+        "outbox",
         "pad",
         "peer_routes",
         "permissions",
@@ -448,12 +527,24 @@ class RelayReceiver:
         # A UDP client's way out for a run of one frame: a sendto without the run sender.
         client = allocation.client
         self.udp_out = client.sock if isinstance(client, DatagramClient) else None
+        # A UDP client of a listener with an outbox: its frames may leave with the others',
+        # addressed to the struct sockaddr_in in ``name``.
+        self.outbox = client.outbox if isinstance(client, DatagramClient) else None
         datagram = self.udp_out is not None
         self.udp_addr = allocation.client.addr
+        name = sockaddr(self.udp_addr) if self.outbox is not None else None
+        self.name: object = name  # what ``name_address`` points into, held by the outbox too
+        self.name_address = ctypes.addressof(name) if name is not None else 0
         self.largest = MAX_DATAGRAM_RELAYED if datagram else MAX_UDP_PAYLOAD
         self.pad = 0 if datagram else 3  # RFC 8656 12.5: stream frames are padded to 4
 
     def drain(self) -> None:
+        outbox = self.outbox
+        if outbox is not None:  # gather, unless the last turn had one wake-up (see ClientOutbox)
+            if not outbox.direct:
+                self._drain_gathered(outbox)
+                return
+            outbox.direct -= 1  # nothing waits in the outbox while it counts down
         # Hot path: one recvmmsg for the wake-up; per datagram one dict lookup and the
         # ChannelData header written in place in front of the payload in its slot; the run goes
         # to the client in one call. No logging, no tasks, no locks; drops counted in locals.
@@ -538,6 +629,74 @@ class RelayReceiver:
                 # Frames the client's transport refused.
                 dropped[self.refusal] += queued - tx_packets
                 dropped_bytes[self.refusal] += queued_bytes - tx_bytes
+
+    def _drain_gathered(self, outbox: ClientOutbox) -> None:
+        # Hot path, a UDP client with an outbox: one recvmmsg straight into the outbox's free
+        # slots; per datagram one dict lookup, the ChannelData header written in place in
+        # front of the payload, and its length and destination entered. tx is counted when
+        # the outbox sends (ClientOutbox.flush). No logging, no tasks, no locks, no copies.
+        gather = outbox.gather
+        first = gather.used
+        sizes, addresses = gather.receive(self.sock, first)
+        if not sizes:
+            return
+        peer_routes = self.peer_routes
+        memory, names, lengths = gather.memory, gather.names, gather.lengths
+        gather.keep.append(self.name)
+        where = self.name_address
+        entry = first
+        relayed_bytes = 0
+        for size, addr in zip(sizes, addresses):  # noqa: B905 (same length, one receive)
+            channel = peer_routes.get(addr)
+            if channel is None or size > MAX_DATAGRAM_RELAYED:
+                break  # not a bound channel's datagram: the rest go one by one, below
+            _HEADER_INTO(memory, SLOT * entry, channel, size)
+            names[8 * entry] = where
+            lengths[2 * entry + 1] = 4 + size
+            relayed_bytes += size
+            entry += 1
+        gather.used = entry
+        gather.bytes += relayed_bytes + 4 * (entry - first)
+        outbox.wakeups += 1
+        stats = self.stats
+        stats.cluster_rx_packets += entry - first
+        stats.cluster_rx_bytes += relayed_bytes
+        done = entry - first
+        if done < len(sizes):
+            self._one_by_one(sizes[done:], addresses[done:], OFFSETS[entry:])
+        if gather.used == BATCH:  # every slot taken: they leave now
+            outbox.flush()
+        elif gather.used and not outbox.scheduled:  # they leave at the end of the turn
+            outbox.scheduled = True
+            outbox.call_soon(outbox.turn_ended)
+
+    def _one_by_one(
+        self, sizes: list[int], addresses: list[Address], offsets: tuple[int, ...]
+    ) -> None:
+        """Not the hot path: a batch in the outbox's slots with datagrams that are not a bound
+        channel's (a Data indication, no permission, oversize). What was entered before leaves
+        first; then each of these, in order, as the one-by-one path would."""
+        memory, client, stats = self.outbox.gather.memory, self.client, self.stats  # type: ignore[union-attr]
+        for offset, size, addr in zip(offsets, sizes, addresses):  # noqa: B905
+            channel = self.peer_routes.get(addr)
+            if channel is None and addr[0] not in self.permissions:
+                drop(stats, NO_PERMISSION, size)  # RFC 8656 11.3: no permission
+                continue
+            stats.cluster_rx_packets += 1
+            stats.cluster_rx_bytes += size
+            if channel is None:
+                frame = data_indication(addr, memory[offset : offset + size])
+            elif size > MAX_DATAGRAM_RELAYED:
+                drop(stats, OVERSIZE, size)  # cannot become one ChannelData datagram
+                continue
+            else:
+                _HEADER_INTO(memory, offset - 4, channel, size)
+                frame = memory[offset - 4 : offset + size]
+            if client.send(frame):  # flushes the outbox first
+                stats.tx_packets += 1
+                stats.tx_bytes += len(frame)
+            else:
+                drop(stats, SEND_ERROR, len(frame))
 
 
 class StreamEgress:

@@ -1,15 +1,20 @@
 """The batched UDP relay path puts the same bytes on the wire as the one-call-per-datagram path,
 and counts the same, for traffic that mixes clients, peers, channels, sizes and drops.
 
-Each scenario runs twice on real loopback sockets: with recvmmsg/sendmmsg (``native``) and
-with recvfrom_into/sendto (``portable``). What every socket received, in order, and every
-counter must be identical, and equal to what the codec builds.
+Each scenario runs on real loopback sockets: with recvmmsg/sendmmsg (``native``), with
+recvfrom_into/sendto (``portable``), and peer to client also ``gathered``: through the
+listener's ClientOutbox, whose datagrams leave with one sendmmsg at the end of a loop turn
+(here the test ends the turn: the outbox's ``call_soon`` is a list the test runs). What every
+socket received, in order, and every counter must be identical, and equal to what the codec
+builds.
 """
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 
 import pytest
@@ -20,7 +25,8 @@ from stunner.config import LimitsConfig
 from stunner.stats import Drop, ListenerStats
 from stunner.stun import Class, Message, Method, pack_channel_data, parse_message
 from stunner.turn import Allocation, DatagramClient, TurnServer
-from stunner.turn.datapath import LISTENER_READS, DatagramIngress, RelayReceiver
+from stunner.turn.datapath import LISTENER_READS, ClientOutbox, DatagramIngress, RelayReceiver
+from stunner.udp import DatagramSocket
 
 SIZES = (0, 1, 3, 4, 100, 1000, 1203, 9000)
 MODES = ("native", "portable")
@@ -64,18 +70,24 @@ class Relay:
     relay socket to two peers (channels 0x4000, 0x4001); client 2 also has channel 0x4002
     bound to a peer whose permission is gone."""
 
-    def __init__(self, batch: DatagramBatch) -> None:
+    def __init__(self, batch: DatagramBatch, gathered: bool = False) -> None:
         self.listener = udp_socket()
+        self.server_stats = ListenerStats()
+        self.turn: list[Callable[[], object]] = []  # what the loop would run at the turn's end
+        self.outbox = (
+            ClientOutbox(self.listener, self.server_stats, self.turn.append) if gathered else None
+        )
         self.clients = [udp_socket() for _ in range(3)]
         self.relays = [udp_socket() for _ in range(3)]
         self.peers = [udp_socket(), udp_socket("127.0.0.2")]
         self.server = TurnServer(
-            "t", ListenerStats(), PlaintextAuth("r", "u", "p"), lambda ip: True, "127.0.0.1",
+            "t", self.server_stats, PlaintextAuth("r", "u", "p"), lambda ip: True, "127.0.0.1",
             0, 0, limits=LimitsConfig(udp_amplification_guard=False),
         )  # fmt: skip
         self.receivers = []
         for client, relay in zip(self.clients, self.relays, strict=True):
-            alloc = Allocation(DatagramClient(self.listener, client.getsockname()), "u")
+            udp_client = DatagramClient(self.listener, client.getsockname(), self.outbox)
+            alloc = Allocation(udp_client, "u")
             alloc.relay = SimpleNamespace(sock=relay, sendto=relay.sendto)  # type: ignore[assignment]
             for channel, peer in zip((0x4000, 0x4001), self.peers, strict=True):
                 alloc.permit(peer.getsockname()[0], 1e18)
@@ -87,6 +99,12 @@ class Relay:
         gone.bind_channel(0x4002, ("127.0.0.3", 9), 1e18)
         gone.revoke("127.0.0.3")
         self.ingress = DatagramIngress(self.server, self.listener, batch)
+        self.ingress.outbox = self.outbox
+
+    def end_turn(self) -> None:
+        """What the event loop does after the turn's reader callbacks: the scheduled flush."""
+        while self.turn:
+            self.turn.pop(0)()
 
     def sockets(self) -> list[socket.socket]:
         return [self.listener, *self.clients, *self.relays, *self.peers]
@@ -185,6 +203,7 @@ def run_peer_to_client(relay: Relay) -> tuple[list[list[bytes]], dict[str, objec
                     stranger.sendto(b"dropped", target)
         for receiver in relay.receivers:
             receiver.drain()
+        relay.end_turn()
         received = [[data for data, _ in everything(client)] for client in relay.clients]
         return received, counters(relay.server.stats)
     finally:
@@ -197,7 +216,9 @@ def test_peer_to_client_batched_matches_one_by_one(relays: dict[str, Relay]) -> 
     for mode in MODES:
         relays[mode] = Relay(batch_for(mode))
         results[mode] = run_peer_to_client(relays[mode])
-    assert results["native"] == results["portable"]
+    relays["gathered"] = Relay(batch_for("native"), gathered=True)
+    results["gathered"] = run_peer_to_client(relays["gathered"])
+    assert results["native"] == results["portable"] == results["gathered"]
     received, stats = results["native"]
     expected = []
     for n, size in enumerate(SIZES):
@@ -371,3 +392,185 @@ def test_peer_to_client_single_and_runs_count_refusals_exactly(mode: str) -> Non
         assert (stats.cluster_rx_packets, stats.cluster_rx_bytes) == (6, 3 + 3 + 5 + 6 + 1 + 2)
     finally:
         relay.close()
+
+
+# Peer to client through the listener's outbox (ClientOutbox): gathered over a loop turn.
+
+
+@pytest.fixture
+def gathered() -> Iterator[Relay]:
+    if not NATIVE:
+        pytest.skip("no recvmmsg/sendmmsg in this libc: nothing to gather")
+    relay = Relay(DatagramBatch(), gathered=True)
+    yield relay
+    relay.close()
+
+
+def frames_to(relay: Relay, payloads: list[bytes], peer: int = 0) -> list[list[bytes]]:
+    """Each payload sent by peer ``peer`` to every relay socket; what each client must get."""
+    for payload in payloads:
+        for relay_sock in relay.relays:
+            relay.peers[peer].sendto(payload, relay_sock.getsockname())
+    return [[pack_channel_data(0x4000 + peer, p) for p in payloads] for _ in relay.clients]
+
+
+def test_gathered_frames_count_as_tx_when_they_leave(gathered: Relay) -> None:
+    """Three relay sockets' wake-ups wait in the outbox until the turn ends: nothing left and
+    no tx before; afterwards every frame, byte for byte, and tx counted once."""
+    expected = frames_to(gathered, [b"one", b"two!"])
+    for receiver in gathered.receivers:
+        receiver.drain()
+    stats = gathered.server.stats
+    assert gathered.outbox is not None and gathered.outbox.gather.used == 6
+    assert [everything(client) for client in gathered.clients] == [[], [], []]
+    assert (stats.tx_packets, stats.tx_bytes) == (0, 0)
+    assert (stats.cluster_rx_packets, stats.cluster_rx_bytes) == (6, 3 * 7)
+    assert len(gathered.turn) == 1  # one flush scheduled for the turn, not one per wake-up
+    gathered.end_turn()
+    assert [[d for d, _ in everything(c)] for c in gathered.clients] == expected
+    sources = {addr for client in gathered.clients for _, addr in everything(client)}
+    assert not sources  # nothing twice
+    assert (stats.tx_packets, stats.tx_bytes) == (6, 6 * 4 + 3 * 7)
+    assert sum(stats.dropped_packets) == 0
+
+
+def test_gathered_frames_leave_through_the_listener(gathered: Relay) -> None:
+    frames_to(gathered, [b"x"])
+    for receiver in gathered.receivers:
+        receiver.drain()
+    gathered.end_turn()
+    for client in gathered.clients:
+        assert [addr for _, addr in everything(client)] == [gathered.listener.getsockname()]
+
+
+def test_gathered_frames_refused_at_the_flush_are_one_send_error_each(gathered: Relay) -> None:
+    """The listener socket is gone when the turn ends: every waiting frame is one send_error
+    drop with its ChannelData bytes, none is tx."""
+    frames_to(gathered, [b"abc", b"de"])
+    for receiver in gathered.receivers:
+        receiver.drain()
+    gathered.listener.close()
+    gathered.end_turn()
+    stats = gathered.server.stats
+    assert (stats.tx_packets, stats.tx_bytes) == (0, 0)
+    assert stats.dropped_packets[Drop.SEND_ERROR] == 6
+    assert stats.dropped_bytes[Drop.SEND_ERROR] == 6 * 4 + 3 * 5
+    assert sum(stats.dropped_packets) == 6
+    assert gathered.outbox is not None and gathered.outbox.gather.used == 0
+
+
+def test_gathered_frames_outlive_their_relay_socket(gathered: Relay) -> None:
+    """An allocation deleted (relay socket closed, receiver gone) while its frames wait: they
+    still leave, once."""
+    expected = frames_to(gathered, [b"late", b"later"])
+    for receiver in gathered.receivers:
+        receiver.drain()
+    gathered.receivers.clear()  # the receivers and their sockaddr buffers may be freed now
+    for relay_sock in gathered.relays:
+        relay_sock.close()
+    gc.collect()
+    gathered.end_turn()
+    assert [[d for d, _ in everything(c)] for c in gathered.clients] == expected
+    assert gathered.server.stats.tx_packets == 6
+
+
+def test_the_outbox_is_bounded_and_keeps_each_clients_order(gathered: Relay) -> None:
+    """More frames in one turn than the outbox has slots: it sends when full (never more than
+    BATCH wait; a wake-up reads only as many as are free, the rest on the socket's next
+    wake-up), then the rest at the end of the turn; each client gets its own in order."""
+    payloads = [k.to_bytes(2, "big") for k in range(BATCH // 2 + 5)]
+    expected = frames_to(gathered, payloads)
+    assert gathered.outbox is not None
+    for _ in range(2):  # the loop calls a socket again while it stays readable
+        for receiver in gathered.receivers:
+            receiver.drain()
+            assert gathered.outbox.gather.used <= BATCH
+    gathered.end_turn()
+    assert [[d for d, _ in everything(c)] for c in gathered.clients] == expected
+    stats = gathered.server.stats
+    assert stats.tx_packets == 3 * len(payloads)
+    assert stats.tx_bytes == 3 * (6 * len(payloads))
+
+
+def test_nothing_overtakes_a_gathered_frame(gathered: Relay) -> None:
+    """A Data indication (a permission without a channel) and a STUN answer leave the listener
+    socket at once: what waits in the outbox goes first."""
+    loose = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        loose.bind(("127.0.0.5", 0))
+        alloc = gathered.server.allocations[gathered.clients[0].getsockname()]
+        alloc.permit("127.0.0.5", 1e18)
+        target = gathered.relays[0].getsockname()
+        gathered.peers[0].sendto(b"first", target)
+        gathered.receivers[0].drain()  # waits in the outbox
+        gathered.peers[0].sendto(b"second", target)
+        loose.sendto(b"indicated", target)
+        gathered.peers[0].sendto(b"third", target)
+        gathered.receivers[0].drain()  # the indication sends what waits, then itself, then third
+        client = gathered.clients[0]
+        client.sendto(
+            Message(Method.BINDING, Class.REQUEST).encode(), gathered.listener.getsockname()
+        )
+        gathered.ingress.drain()  # the answer
+        gathered.end_turn()
+        got = [d for d, _ in everything(client)]
+        assert got[:2] == [
+            pack_channel_data(0x4000, b"first"),
+            pack_channel_data(0x4000, b"second"),
+        ]
+        indication = parse_message(got[2])
+        assert (indication.method, indication.msg_class) == (Method.DATA, Class.INDICATION)
+        assert indication.attributes["DATA"] == b"indicated"
+        assert got[3] == pack_channel_data(0x4000, b"third")
+        answer = parse_message(got[4])
+        assert (answer.method, answer.msg_class) == (Method.BINDING, Class.SUCCESS)
+        assert len(got) == 5
+        stats = gathered.server.stats
+        assert stats.tx_packets == 5
+        assert stats.tx_bytes == sum(map(len, got))
+    finally:
+        loose.close()
+
+
+def test_turns_of_one_wakeup_send_at_once_then_probe(gathered: Relay) -> None:
+    """After a turn whose flush carried one wake-up, the next PROBE wake-ups send at once (no
+    flush scheduled); the one after gathers again. The bytes and counters are the same."""
+    outbox, receiver, client = gathered.outbox, gathered.receivers[0], gathered.clients[0]
+    assert outbox is not None
+    target = gathered.relays[0].getsockname()
+    gathered.peers[0].sendto(b"alone", target)
+    receiver.drain()
+    gathered.end_turn()
+    assert [d for d, _ in everything(client)] == [pack_channel_data(0x4000, b"alone")]
+    assert outbox.direct == ClientOutbox.PROBE
+    for k in range(ClientOutbox.PROBE):
+        gathered.peers[0].sendto(b"%d" % k, target)
+        receiver.drain()
+        assert not gathered.turn and outbox.gather.used == 0
+        assert [d for d, _ in everything(client)] == [pack_channel_data(0x4000, b"%d" % k)]
+    gathered.peers[0].sendto(b"probe", target)
+    receiver.drain()
+    assert len(gathered.turn) == 1 and outbox.gather.used == 1
+    gathered.end_turn()
+    assert [d for d, _ in everything(client)] == [pack_channel_data(0x4000, b"probe")]
+    stats = gathered.server.stats
+    assert stats.tx_packets == ClientOutbox.PROBE + 2
+    assert sum(stats.dropped_packets) == 0
+
+
+def test_the_listener_sends_what_waits_before_it_closes(gathered: Relay) -> None:
+    """DatagramSocket.close runs ``before_close`` (the ingress's flush) before the socket goes:
+    a listener stopped mid-turn loses none of the waiting frames."""
+
+    async def scenario() -> None:
+        listener = DatagramSocket(
+            gathered.listener, gathered.ingress.drain, before_close=gathered.ingress.flush
+        )
+        expected = frames_to(gathered, [b"bye"])
+        for receiver in gathered.receivers:
+            receiver.drain()
+        listener.close()
+        assert [[d for d, _ in everything(c)] for c in gathered.clients] == expected
+
+    asyncio.run(scenario())
+    assert gathered.server.stats.tx_packets == 3
