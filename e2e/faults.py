@@ -187,6 +187,11 @@ FAULTS: tuple[Fault, ...] = (
                 "                    unpermitted_bytes += size\n",
                 "",
             ),
+            Edit(
+                DATAPATH,
+                "                drop(stats, NO_PERMISSION, size)  # RFC 8656 11.3: no permission\n",
+                "                pass  # dropped without a trace\n",
+            ),
         ),
         ("test_refusals",),
     ),
