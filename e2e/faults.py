@@ -39,68 +39,35 @@ TELEMETRY = "stunner/telemetry.py"
 BATCHIO = "stunner/batchio.py"
 DAEMON = "stunner/daemon.py"
 
+
+def _cluster_swap(indent: int, direction: str, packets: str, size: str) -> Edit:
+    """The two lines that count a cluster ``direction`` (rx or tx), counted as the other one."""
+    other = "tx" if direction == "rx" else "rx"
+    pad = " " * indent
+
+    def lines(way: str) -> str:
+        return (
+            f"{pad}stats.cluster_{way}_packets += {packets}\n"
+            f"{pad}stats.cluster_{way}_bytes += {size}\n"
+        )
+
+    return Edit(DATAPATH, lines(direction), lines(other))
+
+
 FAULTS: tuple[Fault, ...] = (
     Fault(
         "cluster-direction-swap",
         "cluster rx and tx swapped where they are counted (peer-to-client as tx, "
         "client-to-peer as rx)",
         (
-            Edit(
-                DATAPATH,
-                "            stats.cluster_rx_packets += rx_packets\n"
-                "            stats.cluster_rx_bytes += rx_bytes\n",
-                "            stats.cluster_tx_packets += rx_packets\n"
-                "            stats.cluster_tx_bytes += rx_bytes\n",
-            ),
-            Edit(
-                DATAPATH,
-                "            stats.cluster_tx_packets += tx_packets\n"
-                "            stats.cluster_tx_bytes += tx_bytes\n",
-                "            stats.cluster_rx_packets += tx_packets\n"
-                "            stats.cluster_rx_bytes += tx_bytes\n",
-            ),
-            Edit(
-                DATAPATH,
-                "            stats.cluster_tx_packets += relayed\n"
-                "            stats.cluster_tx_bytes += relayed_bytes\n",
-                "            stats.cluster_rx_packets += relayed\n"
-                "            stats.cluster_rx_bytes += relayed_bytes\n",
-            ),
-            Edit(
-                DATAPATH,
-                "            stats.cluster_tx_packets += 1\n"
-                "            stats.cluster_tx_bytes += len(payload)\n",
-                "            stats.cluster_rx_packets += 1\n"
-                "            stats.cluster_rx_bytes += len(payload)\n",
-            ),
-            Edit(
-                DATAPATH,
-                "                stats.cluster_rx_packets += 1\n"
-                "                stats.cluster_rx_bytes += size\n",
-                "                stats.cluster_tx_packets += 1\n"
-                "                stats.cluster_tx_bytes += size\n",
-            ),
-            Edit(
-                DATAPATH,
-                "            stats.cluster_rx_packets += received\n"
-                "            stats.cluster_rx_bytes += received_bytes\n",
-                "            stats.cluster_tx_packets += received\n"
-                "            stats.cluster_tx_bytes += received_bytes\n",
-            ),
-            Edit(
-                DATAPATH,
-                "        stats.cluster_rx_packets += entry - first\n"
-                "        stats.cluster_rx_bytes += relayed_bytes\n",
-                "        stats.cluster_tx_packets += entry - first\n"
-                "        stats.cluster_tx_bytes += relayed_bytes\n",
-            ),
-            Edit(
-                DATAPATH,
-                "            stats.cluster_rx_packets += 1\n"
-                "            stats.cluster_rx_bytes += size\n",
-                "            stats.cluster_tx_packets += 1\n"
-                "            stats.cluster_tx_bytes += size\n",
-            ),
+            _cluster_swap(12, "rx", "rx_packets", "rx_bytes"),
+            _cluster_swap(12, "tx", "tx_packets", "tx_bytes"),
+            _cluster_swap(12, "tx", "relayed", "relayed_bytes"),
+            _cluster_swap(12, "tx", "1", "len(payload)"),
+            _cluster_swap(16, "rx", "1", "size"),
+            _cluster_swap(12, "rx", "received", "received_bytes"),
+            _cluster_swap(8, "rx", "entry - first", "relayed_bytes"),
+            _cluster_swap(12, "rx", "1", "size"),
         ),
         ("test_shapes",),
     ),
@@ -189,7 +156,8 @@ FAULTS: tuple[Fault, ...] = (
             ),
             Edit(
                 DATAPATH,
-                "                drop(stats, NO_PERMISSION, size)  # RFC 8656 11.3: no permission\n",
+                "                drop(stats, NO_PERMISSION, size)"
+                "  # RFC 8656 11.3: no permission\n",
                 "                pass  # dropped without a trace\n",
             ),
         ),

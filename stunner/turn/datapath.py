@@ -395,6 +395,29 @@ def forward_send(
     drop(stats, reason, size)
 
 
+def count_egress_drops(
+    stats: ListenerStats,
+    unpermitted: int,
+    unpermitted_bytes: int,
+    oversize: int,
+    oversize_bytes: int,
+    refusal: Drop,
+    refused: int,
+    refused_bytes: int,
+) -> None:
+    """One wake-up's drops on the peer-to-client way, each with its one reason: a peer without
+    a permission (RFC 8656 11.3), a datagram too large for one frame, and frames the client
+    refused (``refusal``: send_error, or a full stream buffer). Called only when there are
+    some, so the common wake-up pays nothing for it."""
+    dropped, dropped_bytes = stats.dropped_packets, stats.dropped_bytes
+    dropped[NO_PERMISSION] += unpermitted
+    dropped_bytes[NO_PERMISSION] += unpermitted_bytes
+    dropped[OVERSIZE] += oversize
+    dropped_bytes[OVERSIZE] += oversize_bytes
+    dropped[refusal] += refused
+    dropped_bytes[refusal] += refused_bytes
+
+
 def drop(stats: ListenerStats, reason: Drop, size: int) -> None:
     """Control path: one datagram or frame of ``size`` bytes dropped for ``reason``."""
     stats.dropped_packets[reason] += 1
@@ -621,14 +644,10 @@ class RelayReceiver:
             stats.tx_packets += tx_packets
             stats.tx_bytes += tx_bytes
             if no_permission or oversize or queued != tx_packets:
-                dropped, dropped_bytes = stats.dropped_packets, stats.dropped_bytes
-                dropped[NO_PERMISSION] += no_permission
-                dropped_bytes[NO_PERMISSION] += no_permission_bytes
-                dropped[OVERSIZE] += oversize
-                dropped_bytes[OVERSIZE] += oversize_bytes
-                # Frames the client's transport refused.
-                dropped[self.refusal] += queued - tx_packets
-                dropped_bytes[self.refusal] += queued_bytes - tx_bytes
+                count_egress_drops(
+                    stats, no_permission, no_permission_bytes, oversize, oversize_bytes,
+                    self.refusal, queued - tx_packets, queued_bytes - tx_bytes,
+                )  # fmt: skip
 
     def _drain_gathered(self, outbox: ClientOutbox) -> None:
         # Hot path, a UDP client with an outbox: one recvmmsg straight into the outbox's free
@@ -827,14 +846,11 @@ class StreamEgress:
             stats.tx_packets += written
             stats.tx_bytes += written_bytes
             if unpermitted or too_large or offered != written:
-                dropped, dropped_bytes = stats.dropped_packets, stats.dropped_bytes
-                dropped[NO_PERMISSION] += unpermitted
-                dropped_bytes[NO_PERMISSION] += unpermitted_bytes
-                dropped[OVERSIZE] += too_large
-                dropped_bytes[OVERSIZE] += too_large_bytes
                 # Frames over the client's bound (or on a closing connection): not written.
-                dropped[self.refusal] += offered - written
-                dropped_bytes[self.refusal] += offered_bytes - written_bytes
+                count_egress_drops(
+                    stats, unpermitted, unpermitted_bytes, too_large, too_large_bytes,
+                    self.refusal, offered - written, offered_bytes - written_bytes,
+                )  # fmt: skip
 
 
 def relay_drain(
