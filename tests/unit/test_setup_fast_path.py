@@ -200,6 +200,7 @@ def test_address_packing_matches_ipaddress(host: str, port: int) -> None:
         assert attrs.unpack_address(plain) == ref_unpack_address(plain)
 
 
+@RELAXED
 @given(st.binary(max_size=24))
 def test_address_unpacking_matches_ipaddress(data: bytes) -> None:
     assert outcome(attrs.unpack_address, data) == outcome(ref_unpack_address, data)
@@ -208,6 +209,7 @@ def test_address_unpacking_matches_ipaddress(data: bytes) -> None:
     )
 
 
+@RELAXED
 @given(st.ip_addresses(), st.integers(0, 65535))
 def test_any_address_round_trips_like_ipaddress(ip: Any, port: int) -> None:
     value = (str(ip), port)
@@ -439,6 +441,7 @@ OPS = st.lists(
 )
 
 
+@RELAXED
 @given(OPS)
 def test_expire_with_its_deadline_drops_what_a_full_scan_drops(ops: list[Any]) -> None:
     fast, slow = Allocation(_Client(), "u"), Allocation(_Client(), "u")  # type: ignore[arg-type]
@@ -490,6 +493,7 @@ def test_relay_sockets_are_created_non_blocking() -> None:
         sock.close()
 
 
+@RELAXED
 @given(st.text(alphabet="0123456789.", max_size=16) | st.ip_addresses(v=4).map(str))
 def test_an_ipv4_text_that_parses_is_canonical(text: str) -> None:
     """Admission uses the peer's text as ``str(addr)`` when it parsed as IPv4."""
