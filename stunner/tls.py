@@ -29,6 +29,9 @@ def _ignore(client: tuple[str, int], why: str, level: int) -> None:
     pass
 
 
+_UNBOUNDED = 2**63  # a write bound no buffer reaches: ``send`` checks none
+
+
 class _TlsIO(Protocol):
     """The calls of ``ssl.SSLObject`` the hot paths make, with the signatures of the C object
     behind it."""
@@ -203,20 +206,11 @@ class TlsServerProtocol(asyncio.Protocol):
         return True
 
     def send(self, data: bytes | bytearray | memoryview) -> None:
-        # Stream hot path (a run of frames to the client): one record, written out at once.
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            return
-        try:
-            self.tls_io.write(data)
-        except ssl.SSLError:
-            self.close()
-            return
-        out = self.outgoing.read()
-        if out:
-            transport.write(out)
+        """One record to the client, however much is already waiting (STUN answers, which
+        ``StreamClient.answer`` bounds itself)."""
+        self.send_within(data, _UNBOUNDED)
 
-    def send_within(self, data: bytes, limit: int) -> bool:
+    def send_within(self, data: bytes | bytearray | memoryview, limit: int) -> bool:
         """``send`` if the encrypted bytes waiting for the client (``TlsTransport``'s write
         buffer size) plus ``len(data)`` stay within ``limit``; False, and nothing written, if
         not or if the connection is closing."""
