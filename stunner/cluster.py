@@ -11,7 +11,7 @@ import socket
 from collections.abc import Collection, Iterable
 
 from .config import ClusterConfig
-from .stun.attributes import ipv4_packed
+from .ipv4 import ipv4_packed
 
 logger = logging.getLogger("stunner.cluster")
 
@@ -82,7 +82,7 @@ def _classified(ip: str) -> tuple[IPAddress, IPNetwork | None] | None:
 
 def _parse_ip(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     # A dotted quad through inet_pton, which takes exactly what ipaddress takes for IPv4
-    # (stunner.stun.attributes.ipv4_packed), at a fraction of its cost; the rest as before.
+    # (stunner.ipv4.ipv4_packed), at a fraction of its cost; the rest as before.
     packed = ipv4_packed(ip)
     if packed is not None:
         return ipaddress.IPv4Address(packed)

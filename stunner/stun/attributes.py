@@ -12,6 +12,8 @@ import struct
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from ..ipv4 import ipv4_packed
+
 MAGIC_COOKIE = 0x2112A442
 _COOKIE_BYTES = struct.pack("!I", MAGIC_COOKIE)
 _FAMILY_IPV4 = 0x01
@@ -28,21 +30,6 @@ def _xor(data: bytes, mask: bytes) -> bytes:
 
 _IPV4_HEAD = struct.Struct("!BBHI")  # reserved, family, port, IPv4 address as one integer
 _XOR_PORT = MAGIC_COOKIE >> 16
-
-
-def ipv4_packed(host: str) -> bytes | None:
-    """The 4 bytes of a dotted-quad IPv4 ``host``, or None for anything else.
-
-    Why not ``ipaddress`` every time: it costs some 20 Python calls per address and each call
-    setup packs and unpacks six. inet_pton(AF_INET) takes exactly the strict dotted quads that
-    ``ipaddress`` takes (four decimal octets, no leading zeros); whatever it refuses goes the
-    ``ipaddress`` way, which raises or handles it as before."""
-    if ":" in host:
-        return None
-    try:
-        return socket.inet_pton(socket.AF_INET, host)
-    except (OSError, ValueError):
-        return None
 
 
 def pack_address(value: Address, transaction_id: bytes = b"") -> bytes:
