@@ -143,6 +143,15 @@ class StreamClient:
         transport.write(data)
         return True
 
+    def release(self) -> None:
+        """The connection is gone: drop the links that lead back to it (the protocol's
+        ``on_stalled``, and ``write_within``, a bound method of this object or of the TLS
+        layer), so that its objects are freed by their reference counts, not left in cycles
+        for the collector (stunner.gcpolicy freezes long-lived objects, which relies on it).
+        Frames offered afterwards are refused."""
+        self.on_stalled = None
+        self.write_within = _refuse
+
     def fits(self, size: int, limit: int) -> bool:
         """Whether ``size`` more bytes keep the write buffer within ``limit``, on an open
         connection."""
@@ -190,6 +199,11 @@ class StreamClient:
 
     def __repr__(self) -> str:
         return f"stream-client({self.addr[0]}:{self.addr[1]})"
+
+
+def _refuse(data: bytes, limit: int) -> bool:
+    """``StreamClient.write_within`` of a released client: nothing is written."""
+    return False
 
 
 Client = DatagramClient | StreamClient

@@ -1,0 +1,98 @@
+"""A deleted allocation, and a closed TCP/TLS connection, are freed by reference counting alone.
+
+Why it matters: stunnerd freezes its long-lived objects out of the collector's reach
+(stunner.gcpolicy), so that a full collection does not walk every live allocation. A frozen
+object that dies in a reference cycle is never freed; one freed by its reference count is. So
+these tests run with the collector off and look for the objects of a finished call among those
+the collector tracks: there must be none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from collections.abc import Iterator
+
+import pytest
+
+from stunner.listener import StreamConnectionProtocol
+from stunner.tls import TlsServerProtocol
+from stunner.turn import Allocation, DatagramClient, StreamClient
+from stunner.turn.datapath import RelayReceiver, StreamEgress, StreamIngress
+from stunner.udp import DatagramSocket
+from testkit.wait import wait_for
+from tests.integration.conftest import PROTOCOLS, Gateway
+from tests.support import TurnClient
+
+# The objects one call leaves behind if anything holds them in a cycle.
+CALL_TYPES = (
+    Allocation,
+    DatagramClient,
+    StreamClient,
+    DatagramSocket,
+    RelayReceiver,
+    StreamEgress,
+    StreamIngress,
+    StreamConnectionProtocol,
+    TlsServerProtocol,
+)
+
+
+@pytest.fixture
+def collector_off() -> Iterator[None]:
+    gc.collect()  # what earlier tests left is not this test's
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def left_behind() -> dict[str, int]:
+    """The call objects alive (or dead in a cycle, not yet collected), by type."""
+    counts: dict[str, int] = {}
+    for obj in gc.get_objects():
+        if isinstance(obj, CALL_TYPES):
+            name = type(obj).__name__
+            counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_a_finished_call_is_freed_without_the_collector(
+    gateway: Gateway, protocol: str, collector_off: None
+) -> None:
+    stats = gateway.stats(protocol)
+    before = left_behind()  # the listeners' own sockets
+    server = ("127.0.0.1", gateway.ports[protocol])
+    clients = [
+        await TurnClient.connect(server, protocol, ssl_context=gateway.ssl_context())
+        for _ in range(3)
+    ]
+    assert stats.allocations == 3
+    assert left_behind() != before  # the live calls are there: the census sees them
+    for client in clients:
+        # A channel (aioice binds one on first send), a permission, traffic both ways.
+        await client.send_and_wait(gateway.echo.address, 10, 100)
+    for client in clients:
+        await client.close()
+    await wait_for(lambda: stats.allocations == 0 and stats.connections == 0)
+    await asyncio.sleep(0.05)  # the transports' last callbacks (connection_lost) have run
+    assert left_behind() == before
+    del clients
+
+
+async def test_an_expired_allocation_is_freed_without_the_collector(
+    gateway: Gateway, collector_off: None
+) -> None:
+    stats = gateway.stats("UDP")
+    before = left_behind()
+    client = await TurnClient.connect(("127.0.0.1", gateway.ports["UDP"]), "UDP")
+    await client.send_and_wait(gateway.echo.address, 10, 100)
+    server = gateway.stunner.listeners[gateway.listener_name("UDP")].server
+    (alloc,) = server.allocations.values()
+    server.sweep(alloc.expires_at)  # its lifetime is over
+    assert stats.allocations == 0
+    del alloc
+    assert left_behind() == before
+    await client.close()
