@@ -96,3 +96,43 @@ async def test_an_expired_allocation_is_freed_without_the_collector(
     del alloc
     assert left_behind() == before
     await client.close()
+
+
+ALLOCATIONS = 200
+TRACKED_PER_UDP_ALLOCATION = 15
+"""What one live UDP allocation (with a permission and a channel) adds to the objects the
+collector tracks, measured: the Allocation, its DatagramClient, the relay socket (its Python
+socket, the DatagramSocket and that one's bound ``sendto``), the RelayReceiver with its
+bound ``drain``, its run sender (a partial of a bound method, with its argument tuple) and the
+sockaddr it addresses the client by, and the event loop's reader (here asyncio's: a SelectorKey, its
+(reader, writer) tuple, a Handle and a Context; under uvloop, as stunnerd runs, a UVPoll, a
+Handle and a Context: 14 in all). Tuples and dicts of plain values do not count: the collector stops tracking
+them once they survive a collection."""
+
+
+async def test_tracked_objects_per_udp_allocation(gateway: Gateway) -> None:
+    from bench.driver import AllocationDriver
+
+    driver = AllocationDriver(
+        ("127.0.0.1", gateway.ports["UDP"]),
+        "user1",
+        "pass1",
+        gateway.echo.address,
+        create_permission=True,
+    )
+    try:
+        # A first few: the server's and the driver's one-time objects (caches, the thread).
+        assert (await asyncio.to_thread(driver.drive, 10, 60.0)).completed == 10
+        first = len(driver.sockets)
+        gc.collect()
+        before = len(gc.get_objects())
+        result = await asyncio.to_thread(driver.drive, ALLOCATIONS, 60.0)
+        assert result.completed == ALLOCATIONS
+        assert gateway.stats("UDP").allocations == first + ALLOCATIONS
+        gc.collect()
+        # The driver's own client sockets are in this process too: one per allocation.
+        added = len(gc.get_objects()) - before - (len(driver.sockets) - first)
+        assert added <= TRACKED_PER_UDP_ALLOCATION * ALLOCATIONS + 20
+        assert added >= (TRACKED_PER_UDP_ALLOCATION - 1) * ALLOCATIONS  # the census works
+    finally:
+        driver.close()
