@@ -15,9 +15,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from stunner.gcpolicy import GcPolicy
 from stunner.listener import StreamConnectionProtocol
 from stunner.tls import TlsServerProtocol
-from stunner.turn import Allocation, DatagramClient, StreamClient
+from stunner.turn import Allocation, DatagramClient, DeleteReason, StreamClient
 from stunner.turn.datapath import RelayReceiver, StreamEgress, StreamIngress
 from stunner.udp import DatagramSocket
 from testkit.wait import wait_for
@@ -104,10 +105,10 @@ TRACKED_PER_UDP_ALLOCATION = 15
 collector tracks, measured: the Allocation, its DatagramClient, the relay socket (its Python
 socket, the DatagramSocket and that one's bound ``sendto``), the RelayReceiver with its
 bound ``drain``, its run sender (a partial of a bound method, with its argument tuple) and the
-sockaddr it addresses the client by, and the event loop's reader (here asyncio's: a SelectorKey, its
-(reader, writer) tuple, a Handle and a Context; under uvloop, as stunnerd runs, a UVPoll, a
-Handle and a Context: 14 in all). Tuples and dicts of plain values do not count: the collector stops tracking
-them once they survive a collection."""
+sockaddr it addresses the client by, and the event loop's reader (here asyncio's: a
+SelectorKey, its (reader, writer) tuple, a Handle and a Context; under uvloop, as stunnerd
+runs, a UVPoll, a Handle and a Context: 14 in all). Tuples and dicts of plain values do not
+count: the collector stops tracking them once they survive a collection."""
 
 
 async def test_tracked_objects_per_udp_allocation(gateway: Gateway) -> None:
@@ -135,4 +136,41 @@ async def test_tracked_objects_per_udp_allocation(gateway: Gateway) -> None:
         assert added <= TRACKED_PER_UDP_ALLOCATION * ALLOCATIONS + 20
         assert added >= (TRACKED_PER_UDP_ALLOCATION - 1) * ALLOCATIONS  # the census works
     finally:
+        driver.close()
+
+
+async def test_churn_under_the_gc_policy_leaves_nothing_frozen(gateway: Gateway) -> None:
+    """Allocations made and deleted while stunnerd's policy freezes what lives: what stays in
+    the frozen generation, and tracked, is flat (a leak would be some 14 objects per
+    allocation: thousands here)."""
+    from bench.driver import AllocationDriver
+
+    server = gateway.stunner.listeners[gateway.listener_name("UDP")].server
+    driver = AllocationDriver(
+        ("127.0.0.1", gateway.ports["UDP"]),
+        "user1",
+        "pass1",
+        gateway.echo.address,
+        create_permission=True,
+    )
+    policy = GcPolicy(full_interval=0.0)
+    policy.full()  # as stunnerd's start, without the timer: the test ticks
+
+    async def churn() -> int:
+        assert (await asyncio.to_thread(driver.drive, ALLOCATIONS, 60.0)).completed == ALLOCATIONS
+        policy.tick()  # the live allocations are frozen now
+        for alloc in list(server.allocations.values()):
+            server.delete_allocation(alloc, DeleteReason.REFRESH0, log=False)
+        for sock in driver.sockets:
+            sock.close()
+        driver.sockets.clear()
+        policy.tick()
+        return gc.get_freeze_count() + len(gc.get_objects())
+
+    try:
+        first = await churn()  # one-time objects (caches, the driver's thread)
+        counts = [await churn() for _ in range(3)]
+        assert max(counts) - first <= 20
+    finally:
+        policy.close()
         driver.close()
