@@ -174,3 +174,22 @@ async def test_churn_under_the_gc_policy_leaves_nothing_frozen(gateway: Gateway)
     finally:
         policy.close()
         driver.close()
+
+
+@pytest.mark.parametrize("protocol", ["TCP", "TLS"])
+async def test_a_connection_without_an_allocation_is_freed_without_the_collector(
+    gateway: Gateway, protocol: str, collector_off: None
+) -> None:
+    """Connections that never allocate: closed at once (for TLS: before, and after, the
+    handshake). The census goes back to what it was, or the wait fails."""
+    before = left_behind()
+    port = gateway.ports[protocol]
+    for handshake in (False, True):
+        if protocol == "TLS" and handshake:
+            _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=gateway.ssl_context())
+        else:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        await wait_for(lambda: left_behind() != before)  # the server has the connection
+        writer.close()
+        await writer.wait_closed()
+        await wait_for(lambda: left_behind() == before, 5.0)
