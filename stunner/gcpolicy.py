@@ -3,8 +3,8 @@
 Why: CPython's cyclic collector stops the whole process while it runs, and a full (generation
 2) collection walks every object the collector tracks. A live UDP allocation is 14 of them
 (tests/integration/test_gc_footprint.py), so at 10,000 allocations a full collection took
-about 45 ms of CPU (up to 120 ms wall on a busy machine), and every call on the server got
-that much jitter. Churn triggers one whenever the objects promoted since the last one reach a
+45-100 ms of CPU (more wall time on a busy machine), and every call on the server got that
+much jitter. Churn triggers one whenever the objects promoted since the last one reach a
 quarter of the long-lived total: at 10,000 allocations and 100 new ones a second, about every
 half a minute.
 
@@ -25,6 +25,10 @@ them (StreamClient.release breaks the connection's; the tests run with the colle
 find none of their objects left). What else could die in a cycle is rare (an exception kept
 with its traceback, a config reload's objects) and is bounded by ``full_interval``. Freezing
 does not copy or move memory: it relinks the collector's lists, O(1).
+
+One cost: CPython stops tracking dicts of plain values only in full collections, so an
+allocation frozen with its channel dicts tracked keeps them tracked (up to 4 more objects
+each) until the hourly collection; they are frozen, so no collection walks them meanwhile.
 """
 
 from __future__ import annotations
