@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from bench.driver import AllocationDriver
 from stunner.gcpolicy import GcPolicy
 from stunner.listener import StreamConnectionProtocol
 from stunner.tls import TlsServerProtocol
@@ -111,16 +112,19 @@ runs, a UVPoll, a Handle and a Context: 14 in all). Tuples and dicts of plain va
 count: the collector stops tracking them once they survive a collection."""
 
 
-async def test_tracked_objects_per_udp_allocation(gateway: Gateway) -> None:
-    from bench.driver import AllocationDriver
-
-    driver = AllocationDriver(
+def udp_driver(gateway: Gateway) -> AllocationDriver:
+    """Allocations on the UDP listener as browsers make them: a permission, then a channel."""
+    return AllocationDriver(
         ("127.0.0.1", gateway.ports["UDP"]),
         "user1",
         "pass1",
         gateway.echo.address,
         create_permission=True,
     )
+
+
+async def test_tracked_objects_per_udp_allocation(gateway: Gateway) -> None:
+    driver = udp_driver(gateway)
     try:
         # A first few: the server's and the driver's one-time objects (caches, the thread).
         assert (await asyncio.to_thread(driver.drive, 10, 60.0)).completed == 10
@@ -143,16 +147,8 @@ async def test_churn_under_the_gc_policy_leaves_nothing_frozen(gateway: Gateway)
     """Allocations made and deleted while stunnerd's policy freezes what lives: what stays in
     the frozen generation, and tracked, is flat (a leak would be some 14 objects per
     allocation: thousands here)."""
-    from bench.driver import AllocationDriver
-
     server = gateway.stunner.listeners[gateway.listener_name("UDP")].server
-    driver = AllocationDriver(
-        ("127.0.0.1", gateway.ports["UDP"]),
-        "user1",
-        "pass1",
-        gateway.echo.address,
-        create_permission=True,
-    )
+    driver = udp_driver(gateway)
     policy = GcPolicy(full_interval=0.0)
     policy.full()  # as stunnerd's start, without the timer: the test ticks
 

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from stunner.gcpolicy import GcPolicy
+from tests.unit.test_refusal_logs import Clock
 
 
 class Node:
@@ -17,14 +18,6 @@ class Node:
 
     def __init__(self) -> None:
         self.me = self
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
