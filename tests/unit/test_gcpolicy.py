@@ -34,7 +34,8 @@ def policy() -> Iterator[GcPolicy]:
 def test_a_full_collection_unfreezes_collects_and_freezes(policy: GcPolicy) -> None:
     assert policy.full_collections == 1
     assert gc.get_freeze_count() > 0
-    assert gc.get_count()[0] < 50  # the generations were emptied into the frozen one
+    # What the collector still walks is what the test made since: a small part.
+    assert len(gc.get_objects()) < gc.get_freeze_count() / 10
 
 
 def test_a_cycle_that_died_before_the_tick_is_collected(policy: GcPolicy) -> None:
