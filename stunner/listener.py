@@ -186,6 +186,7 @@ class StreamConnectionProtocol(asyncio.Protocol):
             self.connections.release(self.source)
         if self.client is not None:
             self.server.connection_closed(self.client)
+            self.client.release()  # no cycles left: freed by reference counting
 
     def data_received(self, data: bytes) -> None:
         # Stream hot path: the ingress cuts and relays the frames straight out of ``data``;

@@ -18,6 +18,7 @@ from typing import Any
 from .. import __version__, constants
 from ..config import ConfigError, StunnerConfig, from_uri, load
 from ..daemon import Stunner
+from ..gcpolicy import GcPolicy
 from ..logs import setup_logging
 from ..watcher import ConfigWatcher
 from ..workers import WorkerPool, publish_stats
@@ -118,6 +119,9 @@ async def run(args: argparse.Namespace, config: StunnerConfig | None, log_fixed:
         await stunner.apply(config)
     elif stunner.admin:
         await stunner.serve_default_health()  # /live answers while we wait; /ready says 503
+    # Long-lived objects out of the collector's reach: no pause that walks every allocation.
+    gc_policy = GcPolicy()
+    gc_policy.start()
     if args.watch:
         watcher = ConfigWatcher(args.config, stunner)
         if config is not None:
@@ -140,6 +144,7 @@ async def run(args: argparse.Namespace, config: StunnerConfig | None, log_fixed:
     elif stops.graceful:
         await stunner.drain(args.grace_period, stops.immediate)
     await stunner.close()
+    gc_policy.close()
     if publisher is not None:
         publisher.cancel()
         await asyncio.gather(publisher, return_exceptions=True)

@@ -143,6 +143,15 @@ class StreamClient:
         transport.write(data)
         return True
 
+    def release(self) -> None:
+        """The connection is gone: drop the links that lead back to it (the protocol's
+        ``on_stalled``, and ``write_within``, a bound method of this object or of the TLS
+        layer), so that its objects are freed by their reference counts, not left in cycles
+        for the collector (stunner.gcpolicy freezes long-lived objects, which relies on it).
+        Frames offered afterwards are refused."""
+        self.on_stalled = None
+        self.write_within = _refuse
+
     def fits(self, size: int, limit: int) -> bool:
         """Whether ``size`` more bytes keep the write buffer within ``limit``, on an open
         connection."""
@@ -162,34 +171,13 @@ class StreamClient:
         self.transport.write(data)
         return True
 
-    def run_sender(self, batch: DatagramBatch) -> RunSender:
-        """ChannelData frames written in place in ``batch``, padded to 4 bytes as streams need
-        (RFC 8656 12.5), and written as one piece, or refused whole if it does not fit."""
-        view = batch.view
-
-        def send_run(starts: list[int], lengths: list[int]) -> tuple[int, int]:
-            if not starts:
-                return 0, 0
-            pieces: list[bytes | memoryview] = []
-            size = 0
-            for start, length in zip(starts, lengths, strict=True):
-                pieces.append(view[start : start + length])
-                pad = STREAM_PADS[length & 3]
-                pieces.append(pad)
-                size += length + len(pad)
-            count = len(starts)
-            starts.clear()
-            lengths.clear()
-            # Refused before it is joined: a stalled client costs no copy.
-            if not self.fits(size, self.limit):
-                return 0, 0
-            self.transport.write(b"".join(pieces))
-            return count, size
-
-        return send_run
-
     def __repr__(self) -> str:
         return f"stream-client({self.addr[0]}:{self.addr[1]})"
+
+
+def _refuse(data: bytes, limit: int) -> bool:
+    """``StreamClient.write_within`` of a released client: nothing is written."""
+    return False
 
 
 Client = DatagramClient | StreamClient

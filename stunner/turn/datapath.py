@@ -505,7 +505,8 @@ class ClientOutbox:
 
 
 class RelayReceiver:
-    """Forwards what reaches one relay socket from permitted peers to the allocation's client.
+    """Forwards what reaches one relay socket from permitted peers to the allocation's UDP
+    client (a TCP/TLS client's is ``StreamEgress``'s; ``relay_drain`` picks).
 
     The allocation's tables and the client's way out are bound once here, so the
     per-datagram loop in ``drain`` is local-variable work and C calls.
@@ -518,7 +519,6 @@ class RelayReceiver:
         "name",
         "name_address",
         "outbox",
-        "pad",
         "peer_routes",
         "permissions",
         "refusal",
@@ -536,30 +536,27 @@ class RelayReceiver:
         stats: ListenerStats,
         batch: DatagramBatch | None = None,
     ) -> None:
+        assert isinstance(allocation.client, DatagramClient)  # TCP/TLS: StreamEgress
         self.sock = sock
         self.batch = batch or shared_batch()
         self.permissions = allocation.permissions
         self.peer_routes = allocation.peer_routes
         self.stats = stats
         self.client = allocation.client
-        # UDP: one sendmmsg through the listener socket; TCP/TLS: one write of the run.
+        # One sendmmsg through the listener socket.
         self.send_run = allocation.client.run_sender(self.batch)
         self.refusal = allocation.client.refusal  # the drop reason when it refuses a frame
-        # A UDP client takes one ChannelData datagram of at most 65,507 bytes; a stream
-        # frame's 16-bit length fits any UDP payload.
         # A UDP client's way out for a run of one frame: a sendto without the run sender.
         client = allocation.client
         self.udp_out = client.sock if isinstance(client, DatagramClient) else None
         # A UDP client of a listener with an outbox: its frames may leave with the others',
         # addressed to the struct sockaddr_in in ``name``.
         self.outbox = client.outbox if isinstance(client, DatagramClient) else None
-        datagram = self.udp_out is not None
         self.udp_addr = allocation.client.addr
         name = sockaddr(self.udp_addr) if self.outbox is not None else None
         self.name: object = name  # what ``name_address`` points into, held by the outbox too
         self.name_address = ctypes.addressof(name) if name is not None else 0
-        self.largest = MAX_DATAGRAM_RELAYED if datagram else MAX_UDP_PAYLOAD
-        self.pad = 0 if datagram else 3  # RFC 8656 12.5: stream frames are padded to 4
+        self.largest = MAX_DATAGRAM_RELAYED  # one ChannelData datagram of at most 65,507 bytes
 
     def drain(self) -> None:
         outbox = self.outbox
@@ -579,7 +576,7 @@ class RelayReceiver:
         permissions = self.permissions
         peer_routes = self.peer_routes
         send_run = self.send_run
-        largest, pad = self.largest, self.pad
+        largest = self.largest
         memory = batch.memory
         starts: list[int] = []
         lengths: list[int] = []
@@ -609,7 +606,7 @@ class RelayReceiver:
                 rx_bytes += size
                 # Data indication: after the frames before it, in order.
                 queued += len(starts)
-                queued_bytes += _padded(lengths, pad) if pad else sum(lengths)
+                queued_bytes += sum(lengths)
                 packets, sent = send_run(starts, lengths)
                 tx_packets += packets
                 tx_bytes += sent
@@ -633,7 +630,7 @@ class RelayReceiver:
                     tx_bytes += last
             else:
                 queued += len(starts)
-                queued_bytes += _padded(lengths, pad) if pad else sum(lengths)
+                queued_bytes += sum(lengths)
                 packets, sent = send_run(starts, lengths)
                 tx_packets += packets
                 tx_bytes += sent
@@ -724,8 +721,8 @@ class StreamEgress:
     The stream form of ``RelayReceiver``: each frame is made in its batch slot (the ChannelData
     header in front of the payload, the padding to 4 behind it, RFC 8656 12.5) and copied out
     once; a wake-up's frames reach the connection as one write, so over TLS they are one
-    record. ``RelayReceiver`` with ``StreamClient.run_sender`` does the same in general code:
-    tests hold this one to it, byte for byte and count for count.
+    record. tests/unit/test_stream_egress.py holds it to a plain reference of the same rules,
+    byte for byte and count for count.
     """
 
     __slots__ = (
@@ -861,11 +858,6 @@ def relay_drain(
     if isinstance(allocation.client, StreamClient):
         return StreamEgress(allocation, sock, stats).drain
     return RelayReceiver(allocation, sock, stats).drain
-
-
-def _padded(lengths: list[int], pad: int) -> int:
-    """The bytes of a run of stream frames as they leave: each padded to 4 (``pad`` 3)."""
-    return sum((length + pad) & ~pad for length in lengths)
 
 
 # allocation lifecycle

@@ -18,7 +18,7 @@ from stunner.config import LimitsConfig
 from stunner.stats import ListenerStats
 from stunner.stun import Class, Message, Method, pack_channel_data, parse_message
 from stunner.turn import Allocation, Client, DatagramClient, StreamClient, TurnServer
-from stunner.turn.datapath import DatagramIngress, RelayReceiver
+from stunner.turn.datapath import DatagramIngress, RelayReceiver, StreamEgress
 
 
 class Wire:
@@ -88,7 +88,7 @@ def test_peer_to_client_frames(
     alloc = Allocation(endpoint, "u")
     peer_addr = peer.getsockname()
     alloc.permit(peer_addr[0], 1e18)
-    receiver = RelayReceiver(alloc, relay, stats, batch)
+    receiver = (StreamEgress if stream else RelayReceiver)(alloc, relay, stats, batch)
     payload = (bytes(range(256)) * 256)[:size]
 
     def deliver(sender: socket.socket) -> bytes | None:

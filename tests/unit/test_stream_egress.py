@@ -1,7 +1,7 @@
 """Peer to a TCP/TLS client: ``StreamEgress`` (frames made in their batch slots, a wake-up's
-frames in one write, one datagram without lists) writes exactly what ``RelayReceiver`` with
-``StreamClient.run_sender`` (the general path, kept as the reference) writes, write for write,
-and counts the same, refusals at the client's bound included.
+frames in one write, one datagram without lists) writes exactly what ``Reference`` (the rules
+in plain code, below) writes, write for write, and counts the same, refusals at the client's
+bound included.
 
 Real UDP sockets on loopback: every datagram goes to two relay sockets, one read by each path,
 and both drain after each wake-up's datagrams. Peers: two with a channel, one with only a
@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import random
 import socket
+import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from stunner.batchio import NATIVE, DatagramBatch
+from stunner.batchio import NATIVE, OFFSETS, DatagramBatch
 from stunner.stats import Drop, ListenerStats
+from stunner.stun import Address
 from stunner.tls import TlsTransport
 from stunner.turn import Allocation, DatagramClient, StreamClient
-from stunner.turn.datapath import RelayReceiver, StreamEgress, relay_drain
+from stunner.turn.datapath import RelayReceiver, StreamEgress, data_indication, relay_drain
 from tests.unit.test_relay_batching import udp_socket
 from tests.unit.test_tls_ingress import Session
 
@@ -95,8 +97,64 @@ class Path2:
         return {name: getattr(self.stats, name) for name in ListenerStats.__slots__}
 
 
+class Reference:
+    """What reaches a relay socket, to a TCP/TLS client, by the rules in plain code: a bound
+    channel's datagram (bound, and its peer's IP permitted) becomes a ChannelData frame padded
+    to 4 bytes (RFC 8656 12.2, 12.5); a permitted peer's other datagram a Data indication
+    (11.4), after the frames before it; anything else is dropped (11.3). A wake-up's frames
+    before an indication, and those at its end, are written as one piece if the client's
+    write buffer stays within its bound, else refused whole (counted as the client's refusal,
+    frame by frame). Built with ``bytes`` and ``struct``, nothing shared with StreamEgress."""
+
+    def __init__(
+        self, alloc: Allocation, sock: socket.socket, stats: ListenerStats, batch: DatagramBatch
+    ) -> None:
+        self.alloc, self.sock, self.stats, self.batch = alloc, sock, stats, batch
+        assert isinstance(alloc.client, StreamClient)
+        self.client = alloc.client
+
+    def channel_of(self, peer: Address) -> int | None:
+        for channel, bound in self.alloc.channels.items():
+            if bound == peer and self.alloc.permits(peer[0]):
+                return channel
+        return None
+
+    def drain(self) -> None:
+        sizes, addresses = self.batch.receive(self.sock)
+        stats = self.stats
+        run: list[bytes] = []
+        for offset, size, peer in zip(OFFSETS[: len(sizes)], sizes, addresses, strict=True):
+            payload = bytes(self.batch.view[offset : offset + size])
+            channel = self.channel_of(peer)
+            if channel is None and not self.alloc.permits(peer[0]):
+                stats.dropped_packets[Drop.NO_PERMISSION] += 1
+                stats.dropped_bytes[Drop.NO_PERMISSION] += size
+                continue
+            stats.cluster_rx_packets += 1
+            stats.cluster_rx_bytes += size
+            if channel is not None:
+                run.append(struct.pack("!HH", channel, size) + payload + bytes(-size % 4))
+                continue
+            self.write(run)
+            run = []
+            self.write([data_indication(peer, payload)])
+        self.write(run)
+
+    def write(self, frames: list[bytes]) -> None:
+        if not frames:
+            return
+        stats, data = self.stats, b"".join(frames)
+        if self.client.fits(len(data), self.client.limit):
+            self.client.transport.write(data)
+            stats.tx_packets += len(frames)
+            stats.tx_bytes += len(data)
+        else:
+            stats.dropped_packets[self.client.refusal] += len(frames)
+            stats.dropped_bytes[self.client.refusal] += len(data)
+
+
 def reference(alloc: Allocation, sock: socket.socket, stats: ListenerStats, batch: DatagramBatch):  # type: ignore[no-untyped-def]
-    return RelayReceiver(alloc, sock, stats, batch).drain
+    return Reference(alloc, sock, stats, batch).drain
 
 
 def egress(alloc: Allocation, sock: socket.socket, stats: ListenerStats, batch: DatagramBatch):  # type: ignore[no-untyped-def]
