@@ -49,7 +49,10 @@ def fmt_kib(value: float | None) -> str:
     return "-" if value is None else f"{value / 1024:.2f} KiB"
 
 
-def fmt_met(met: bool | None) -> str:
+def fmt_met(met: bool | str | None) -> str:
+    """A verdict; "split": measured in rounds that disagree (bench.saturation)."""
+    if isinstance(met, str):
+        return f"{met} (rounds disagree)"
     return {True: "met", False: "NOT met", None: "not measured"}[met]
 
 

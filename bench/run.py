@@ -159,6 +159,7 @@ class Bench:
         self._client_hosts = 0
         self._pion: Build | None = None
         self.pion_gomaxprocs = GOMAXPROCS
+        self.saturation_rounds: int | None = None  # None: the saturation plan's
 
     # helpers
 
@@ -616,6 +617,7 @@ def run(args: argparse.Namespace) -> int:
                 return 2
         bench = Bench(plan, Path(tmp), out, baseline)
         bench.pion_gomaxprocs = args.pion_gomaxprocs
+        bench.saturation_rounds = args.saturation_rounds
         if args.baseline:
             bench.data["baseline"] = {"ref": args.baseline, "commit": commit}
         bench.data.update(
@@ -724,6 +726,13 @@ def main(argv: list[str] | None = None) -> int:
         type=positive,
         default=GOMAXPROCS,
         help=f"GOMAXPROCS of the pion/turn server (default {GOMAXPROCS}: one core, as the others)",
+    )
+    parser.add_argument(
+        "--saturation-rounds",
+        metavar="N",
+        type=positive,
+        help="rounds of the saturation search, the servers taking turns in each "
+        "(default 2, 1 with --quick)",
     )
     return run(parser.parse_args(argv))
 
