@@ -643,15 +643,26 @@ def overload_verdict(data: dict[str, Any]) -> tuple[str, bool | str | None]:
 def knee_verdict(data: dict[str, Any]) -> tuple[str, bool | str | None]:
     """The pooled ratio (lowest knee over lowest knee) and every round's; met only if every
     round met. (If all rounds agree, the pooled ratio agrees with them: with s_i >= c_i in
-    every round, min s >= min c; with s_i < c_i in every round, min s < min c.)"""
+    every round, min s >= min c; with s_i < c_i in every round, min s < min c.) A round whose
+    stunnerd or coturn knee was set on a shared core says so."""
     r = ratio(knee_of(data, "stunnerd"), knee_of(data, "coturn"))
-    rounds = round_ratios(data)
-    limited = any(e.get("limit") for found in rounds_of(data) for e in found["servers"].values())
+    rounds = rounds_of(data)
+    ratios = round_ratios(data)
+    limited = any(e.get("limit") for found in rounds for e in found["servers"].values())
+    shared = [
+        any(core_shared(found["servers"].get(n) or {}) for n in ("stunnerd", "coturn"))
+        for found in rounds
+    ]
+    marks = [
+        fmt_ratio(x) + (" (core shared)" if s else "") for x, s in zip(ratios, shared, strict=True)
+    ]
     value = fmt_ratio(r)
     if len(rounds) > 1:
-        value += " pooled (lowest knees); per round " + ", ".join(fmt_ratio(x) for x in rounds)
+        value += " pooled (lowest knees); per round " + ", ".join(marks)
+    elif any(shared):
+        value += " (core shared)"
     value += " (a knee is a lower bound)" if limited else ""
-    return value, agreed([None if x is None else x >= 1.0 for x in rounds])
+    return value, agreed([None if x is None else x >= 1.0 for x in ratios])
 
 
 def workers_table(data: dict[str, Any]) -> Table:

@@ -259,6 +259,11 @@ def test_verdicts_are_met_when_every_round_meets() -> None:
     assert found[OVERLOAD][1] is True
 
 
+def test_a_ratio_from_a_shared_core_says_so() -> None:
+    found = verdicts(two_rounds(shared=True))
+    assert found[KNEE][0] == ("0.85x pooled (lowest knees); per round 0.83x, 1.02x (core shared)")
+
+
 def test_the_targets_table_says_split() -> None:
     rows = report.targets_table(two_rounds()).rows
     knee = next(row for row in rows if row[0] == KNEE)
