@@ -9,8 +9,8 @@ same absolute rates), then bisects between the best clean step and the first los
 The search runs in rounds (``SatPlan.rounds``, ``--saturation-rounds``): each round starts
 every server afresh, the servers taking turns, so that a noisy minute on the shared machine
 falls on one round rather than on one server's only sample. A later round starts its search
-``LATER_START_BELOW`` grid points below the server's first-round knee (``later_start``): the
-grid is the same, so every server is still measured overloaded at the same absolute rates.
+``LATER_START_BELOW`` grid points at or below the server's first-round knee (``later_start``):
+the grid is the same, so every server is still measured overloaded at the same absolute rates.
 Per server the rounds are pooled to the lowest knee (``pooled``): the rate it relayed with
 less than ``LOSS_LIMIT`` loss in every round, which is what an operator can plan with. A
 verdict holds only if every round agrees; otherwise it is "split" (``agreed``).
@@ -321,18 +321,15 @@ def pooled(rounds: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
     The lowest, not the median: a knee claims a capacity, and the lowest is the rate the
     server relayed with < 1% loss in every round; with two rounds the median would be a rate
-    one of them did not hold. A round whose search failed (an error, no knee) is left out; a
-    round lossy from its lowest step has no knee, and then neither has the pool."""
+    one of them did not hold. A round whose search an error stopped is left out (its knee, if
+    any, is only where the search stopped), unless every round's was; a round lossy from its
+    lowest step has no knee, and then neither has the pool."""
     out: dict[str, dict[str, Any]] = {}
     for name in SERVERS:
         entries = [(i, r["servers"][name]) for i, r in enumerate(rounds) if name in r["servers"]]
         if not entries:
             continue
-        counted = [
-            (i, e)
-            for i, e in entries
-            if e.get("knee") or not e.get("limit", "").startswith("error")
-        ]
+        counted = [(i, e) for i, e in entries if not e.get("limit", "").startswith("error")]
         i, chosen = min(counted or entries, key=lambda ie: (_knee_rate(ie[1]) or -1.0, ie[0]))
         knees = [_knee_rate(r["servers"].get(name)) for r in rounds]
         out[name] = {**chosen, "round": i + 1, "round_knees": knees}

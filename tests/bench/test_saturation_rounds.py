@@ -202,6 +202,11 @@ def test_pooling_takes_the_earliest_of_equal_knees_and_skips_failed_rounds() -> 
     rounds = [{"servers": {"coturn": failed}}, {"servers": {"coturn": same}}]
     assert saturation.pooled(rounds)["coturn"]["round"] == 2
     assert saturation.pooled(rounds)["coturn"]["round_knees"] == [None, 16_000]
+    stopped = search([step(16_000, 0.0, 15_000)], limit="error: boom")  # a knee, then an error
+    rounds = [{"servers": {"coturn": stopped}}, {"servers": {"coturn": same}}]
+    assert saturation.pooled(rounds)["coturn"]["round"] == 2
+    rounds = [{"servers": {"coturn": stopped}}, {"servers": {"coturn": stopped}}]
+    assert saturation.pooled(rounds)["coturn"]["knee"]["offered"] == 15_000  # nothing better
 
 
 def test_a_round_lossy_from_its_lowest_step_leaves_no_pooled_knee() -> None:
