@@ -6,9 +6,9 @@ Sections (``--only`` picks some): ``throughput`` (datagrams per server CPU-secon
 servers, 100 B and 1000 B, 1/10/100 allocations), ``allocations`` and ``memory`` (one
 section: allocation rate, RSS per idle allocation, scrape time at 1,000 and 10,000
 allocations), ``monitoring`` (metrics off vs on with a real Prometheus), ``saturation``
-(each server's knee on one core, and overload), ``workers`` (the knee of ``stunnerd
---workers N``), ``calls`` (call setup rate and latency, added latency), ``profile`` (py-spy;
-``--profile`` runs only this one).
+(each server's knee on one core, and overload, in rounds: ``--saturation-rounds``),
+``workers`` (the knee of ``stunnerd --workers N``), ``calls`` (call setup rate and latency,
+added latency), ``profile`` (py-spy; ``--profile`` runs only this one).
 Results go to ``bench-results/bench.json`` (``profile.json``); a full run also rewrites
 ``docs/performance.md``. Everything runs on 127.0.0.0/8 and is torn down in ``finally``.
 """
