@@ -451,14 +451,17 @@ def core_shared(entry: dict[str, Any]) -> bool:
     return any((entry.get(key) or {}).get("server_core_shared") for key in ("knee", "first_lossy"))
 
 
-def _knee_cells(entry: dict[str, Any] | None) -> tuple[str, str, str]:
+def _knee_cells(entry: dict[str, Any] | None, one_core: bool = True) -> tuple[str, str, str]:
+    """Knee, server CPU, generator CPU; ``one_core``: the server had one core, so a busier
+    core means someone else ran there (not so for workers on both cores, sharing them with
+    the load by design)."""
     if not entry:
         return "-", "-", "-"
     knee = entry.get("knee")
     rate = fmt_int(knee and knee["offered"])
     if entry.get("limit"):
         rate = f">= {rate} ({entry['limit']})" if knee else f"- ({entry['limit']})"
-    if core_shared(entry):
+    if one_core and core_shared(entry):
         rate += " (core shared)"
     return (
         rate,
@@ -671,7 +674,7 @@ def workers_table(data: dict[str, Any]) -> Table:
     rows = []
     for count in sorted(runs, key=int):
         entry = runs[count]
-        rate, cpu, load = _knee_cells(entry)
+        rate, cpu, load = _knee_cells(entry, one_core=len(entry.get("server_cores", [0])) == 1)
         knee = knee_of({"saturation": {"servers": runs}}, count)
         rows.append(
             [count, str(entry.get("server_cores", "?")), rate, cpu, load,

@@ -328,9 +328,14 @@ def test_old_json_without_rounds_is_one_round() -> None:
 def test_workers_reuse_the_pooled_knee_and_say_so() -> None:
     one = two_rounds()["saturation"]["servers"]["stunnerd"]
     data = {"workers": {"runs": {"1": {**one, "server_cores": [0], "reused": True}}}}
+    two = search([step(54_000, 0.0, shared=True), step(70_000, 5.0, shared=True)])
+    data["workers"]["runs"]["2"] = {**two, "server_cores": [0, 1]}
     table = saturation.workers_table(data)
     assert table.rows[0][2] == "53,998"
+    assert table.rows[1][2] == "54,000"  # on both cores, with the load: not "core shared"
     assert "the lowest of its rounds (53,998, 65,000 msgs/s)" in table.note
+    data["workers"]["runs"]["1"]["knee"] = step(54_000, 0.0, shared=True)
+    assert saturation.workers_table(data).rows[0][2] == "54,000 (core shared)"
 
 
 # the section's rounds, with the searches made up
