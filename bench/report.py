@@ -49,7 +49,10 @@ def fmt_kib(value: float | None) -> str:
     return "-" if value is None else f"{value / 1024:.2f} KiB"
 
 
-def fmt_met(met: bool | None) -> str:
+def fmt_met(met: bool | str | None) -> str:
+    """A verdict; "split": measured in rounds that disagree (bench.saturation)."""
+    if isinstance(met, str):
+        return f"{met} (rounds disagree)"
     return {True: "met", False: "NOT met", None: "not measured"}[met]
 
 
@@ -655,6 +658,7 @@ nox -s bench                     # full run (26 minutes here with --baseline); r
 nox -s bench -- --quick          # 100 B only, short loads, one run each; bench-results/ only
 nox -s bench -- --profile        # py-spy on stunnerd, 100 B, 1 allocation; adds it here
 nox -s bench -- --only memory,monitoring     # also: throughput, saturation, workers, calls
+nox -s bench -- --only saturation --saturation-rounds 3   # three rounds of the knee search
 nox -s bench -- --only throughput --baseline HEAD~1   # before/after, side by side
 python -m bench.report bench-results/bench.json --profile bench-results/profile.json \\
     -o docs/performance.md       # re-render this file from the JSON

@@ -6,9 +6,9 @@ Sections (``--only`` picks some): ``throughput`` (datagrams per server CPU-secon
 servers, 100 B and 1000 B, 1/10/100 allocations), ``allocations`` and ``memory`` (one
 section: allocation rate, RSS per idle allocation, scrape time at 1,000 and 10,000
 allocations), ``monitoring`` (metrics off vs on with a real Prometheus), ``saturation``
-(each server's knee on one core, and overload), ``workers`` (the knee of ``stunnerd
---workers N``), ``calls`` (call setup rate and latency, added latency), ``profile`` (py-spy;
-``--profile`` runs only this one).
+(each server's knee on one core, and overload, in rounds: ``--saturation-rounds``),
+``workers`` (the knee of ``stunnerd --workers N``), ``calls`` (call setup rate and latency,
+added latency), ``profile`` (py-spy; ``--profile`` runs only this one).
 Results go to ``bench-results/bench.json`` (``profile.json``); a full run also rewrites
 ``docs/performance.md``. Everything runs on 127.0.0.0/8 and is torn down in ``finally``.
 """
@@ -159,6 +159,7 @@ class Bench:
         self._client_hosts = 0
         self._pion: Build | None = None
         self.pion_gomaxprocs = GOMAXPROCS
+        self.saturation_rounds: int | None = None  # None: the saturation plan's
 
     # helpers
 
@@ -616,6 +617,7 @@ def run(args: argparse.Namespace) -> int:
                 return 2
         bench = Bench(plan, Path(tmp), out, baseline)
         bench.pion_gomaxprocs = args.pion_gomaxprocs
+        bench.saturation_rounds = args.saturation_rounds
         if args.baseline:
             bench.data["baseline"] = {"ref": args.baseline, "commit": commit}
         bench.data.update(
@@ -724,6 +726,13 @@ def main(argv: list[str] | None = None) -> int:
         type=positive,
         default=GOMAXPROCS,
         help=f"GOMAXPROCS of the pion/turn server (default {GOMAXPROCS}: one core, as the others)",
+    )
+    parser.add_argument(
+        "--saturation-rounds",
+        metavar="N",
+        type=positive,
+        help="rounds of the saturation search, the servers taking turns in each "
+        "(default 2, 1 with --quick)",
     )
     return run(parser.parse_args(argv))
 

@@ -292,13 +292,13 @@ def test_knee_ratio_and_overload_verdict() -> None:
 def test_saturation_tables_render() -> None:
     data = sat_data()
     knee = saturation.knee_table(data)
-    assert [row[0] for row in knee.rows] == ["stunnerd", "coturn"]
-    assert knee.rows[0][1] == "16,000" and knee.rows[0][5] == "0.67x"
+    assert [row[:2] for row in knee.rows] == [["stunnerd", "1"], ["coturn", "1"]]
+    assert knee.rows[0][2] == "16,000" and knee.rows[0][6] == "0.67x"
     overload = saturation.overload_table(data)
-    assert [row[:3] for row in overload.rows] == [
-        ["16,000", "0.00% (16,000)", "0.00% (16,000)"],
-        ["24,000", "3.00% (24,000)", "0.50% (24,000)"],
-        ["36,000", "20.00% (36,000)", "10.00% (36,000)"],
+    assert [row[:4] for row in overload.rows] == [
+        ["1", "16,000", "0.00% (16,000)", "0.00% (16,000)"],
+        ["1", "24,000", "3.00% (24,000)", "0.50% (24,000)"],
+        ["1", "36,000", "20.00% (36,000)", "10.00% (36,000)"],
     ]
     assert report.render_table(overload, markdown=True).count("\n") == 4
 
