@@ -144,22 +144,24 @@ class TlsServerProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         # Stream hot path: the records are decrypted into the shared plaintext buffer, and
-        # only while the memory BIO (or the session) still holds bytes, so a read that ends
-        # on a record boundary costs no SSLWantReadError; the inner protocol gets one copy,
-        # handed on here. Nothing is flushed unless the reads made records to send (a TLS 1.3
-        # KeyUpdate answer, say): no Python call but the inner protocol's.
+        # only while the memory BIO still holds ciphertext or the last read filled what it
+        # asked for (the record may hold more plaintext), so a read that ends on a record
+        # boundary costs no SSLWantReadError and no ``pending()`` call (each C call of the
+        # session releases and takes the GIL); the inner protocol gets one copy, handed on
+        # here. Nothing is flushed unless the reads made records to send (a TLS 1.3 KeyUpdate
+        # answer, say): no Python call but the inner protocol's.
         incoming = self.incoming
         incoming.write(data)
         inner = self.inner
         if inner is None:
-            if not self._handshake():
+            if not self._handshake() or not incoming.pending:
                 return
             inner = self.inner
             assert inner is not None
         tls_io, view = self.tls_io, _PLAIN_VIEW
         filled = 0
         closing = False
-        while incoming.pending or tls_io.pending():
+        while True:
             try:
                 count = tls_io.read(READ_CHUNK - filled, view[filled:] if filled else view)
             except ssl.SSLWantReadError:
@@ -171,9 +173,11 @@ class TlsServerProtocol(asyncio.Protocol):
                 closing = True
                 break
             filled += count
-            if filled == READ_CHUNK:
+            if filled == READ_CHUNK:  # the record may hold more: read on
                 self._deliver(filled)
                 filled = 0
+            elif not incoming.pending:
+                break  # less than asked: the record is read out, and no ciphertext waits
         if filled:
             inner.data_received(view[:filled].tobytes())
         if closing:
@@ -219,7 +223,7 @@ class TlsServerProtocol(asyncio.Protocol):
         if (
             transport is None
             or transport.is_closing()
-            or self.outgoing.pending + transport.get_write_buffer_size() + len(data) > limit
+            or transport.get_write_buffer_size() + len(data) > limit
         ):
             return False
         try:

@@ -60,7 +60,8 @@ class Wire:
 class Session:
     """A completed handshake between an in-memory client and the server protocol."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, first: list[bytes] | None = None) -> None:
+        """``first``: records the client sends in the read of its Finished."""
         cert, key = self_signed_cert(tmp_path)
         self.inner = Inner()
         self.wire = Wire()
@@ -79,6 +80,8 @@ class Session:
                 self.server.data_received(self.from_client.read())
                 self.to_client.write(b"".join(self.wire.out))
                 self.wire.out.clear()
+        for message in first or []:
+            self.client.write(message)
         self.server.data_received(self.from_client.read())  # the client's Finished
         assert self.server.inner is self.inner
 
@@ -128,6 +131,28 @@ async def test_more_plaintext_than_the_buffer_in_one_read(tmp_path: Path) -> Non
     session.server.data_received(session.records(sent))
     assert session.plaintext() == b"".join(sent)
     assert max(map(len, session.inner.chunks)) <= READ_CHUNK
+
+
+async def test_plaintext_that_fills_the_buffer_exactly(tmp_path: Path) -> None:
+    """A read whose plaintext ends exactly at the buffer's end: it is handed on, the read after
+    it finds nothing (no pending record), and the next read is decrypted as usual."""
+    session = Session(tmp_path)
+    sent = [b"a" * 16384, b"b" * 16384, b"c" * 16384, b"d" * 16384]  # full records
+    assert sum(map(len, sent)) == READ_CHUNK
+    session.server.data_received(session.records(sent))
+    assert [len(chunk) for chunk in session.inner.chunks] == [READ_CHUNK]
+    more = messages(random.Random(7), 5)
+    session.server.data_received(session.records(more))
+    assert session.plaintext() == b"".join(sent + more)
+    assert not session.wire.closed
+
+
+async def test_records_in_the_read_that_ends_the_handshake(tmp_path: Path) -> None:
+    """The client's Finished and its first records in one read: the records are decrypted
+    there, not left for a read that may never come."""
+    sent = messages(random.Random(8), 4)
+    session = Session(tmp_path, first=sent)
+    assert session.plaintext() == b"".join(sent)
 
 
 @pytest.mark.parametrize("together", [True, False], ids=["same-read", "next-read"])
