@@ -159,8 +159,8 @@ Where the Python time goes, per wake-up:
   frame in its batch slot (the ChannelData header in front of the payload, the padding to 4
   bytes behind it), copies it out once and writes the wake-up's frames to the connection in
   one call that also checks the client's bound (`StreamClient.write_within`; for TLS,
-  `TlsServerProtocol.send_within`: encrypted as one record first). A wake-up of one datagram
-  is one frame and one write, without lists.
+  `TlsServerProtocol.send_within`: encrypted first, one record per frame, which it finds by
+  the frames' headers). A wake-up of one datagram is one frame and one write, without lists.
 
 uclient sends about 12,000 messages a second per client, so stunnerd sits at about 20% of a
 core and most wake-ups carry one or a few frames: the fixed cost of a wake-up (the event loop's

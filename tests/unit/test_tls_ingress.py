@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from stunner.config.certs import server_context
+from stunner.stun import pack_channel_data
 from stunner.tls import READ_CHUNK, TlsServerProtocol, TlsTransport
+from stunner.turn.datapath import data_indication
 from tests.support import self_signed_cert
 
 
@@ -185,6 +187,61 @@ async def test_what_the_server_writes_is_what_the_client_reads(tmp_path: Path) -
         received += session.client.read(65536)
     assert received == b"".join(sent)
     assert transport.get_write_buffer_size() == 0  # all handed to the TCP transport
+
+
+def frames(rng: random.Random, count: int) -> list[bytes]:
+    """ChannelData frames padded to 4 (RFC 8656 12.5) and Data indications, mixed."""
+    out = []
+    for _ in range(count):
+        size = rng.randrange(0, 1200)
+        if rng.random() < 0.8:
+            out.append(
+                pack_channel_data(0x4000 + rng.randrange(0x4000), rng.randbytes(size), stream=True)
+            )
+        else:
+            out.append(data_indication(("192.0.2.7", rng.randrange(1, 65536)), rng.randbytes(size)))
+    return out
+
+
+@pytest.mark.parametrize("view", [False, True], ids=["bytes", "memoryview"])
+async def test_each_frame_of_a_write_is_a_record_of_its_own(tmp_path: Path, view: bool) -> None:
+    """A wake-up's frames leave in one write, one record per frame: a client that reads one
+    record as one message (uclient) sees each frame whole. The plaintext is what was written."""
+    session = Session(tmp_path)
+    session.to_client.write(b"".join(session.wire.out))  # the session tickets
+    session.wire.out.clear()
+    sent = frames(random.Random(9), 40)
+    for run in (sent[:1], sent[1:3], sent[3:]):
+        data = b"".join(run)
+        assert session.server.send_within(memoryview(data) if view else data, 1 << 20)
+    assert len(session.wire.out) == 3  # one transport write per call
+    session.to_client.write(b"".join(session.wire.out))
+    records = [session.client.read(65536) for _ in sent]  # SSL_read: at most one record
+    assert records == sent
+    with pytest.raises(ssl.SSLWantReadError):
+        session.client.read(65536)
+
+
+async def test_a_write_that_fails_midway_sends_none_of_its_records(tmp_path: Path) -> None:
+    """Encryption fails on the second frame: the call is refused (the caller counts a drop)
+    and the first frame's record does not leave either; the connection is reset."""
+    session = Session(tmp_path)
+    real = session.server.tls_io
+    calls: list[int] = []
+
+    class Failing:
+        def write(self, data: bytes) -> int:
+            calls.append(len(data))
+            if len(calls) == 2:
+                raise ssl.SSLError("bad record mac")
+            return real.write(data)
+
+    session.server.tls_io = Failing()  # type: ignore[assignment]
+    session.wire.out.clear()  # the session tickets
+    assert not session.server.send_within(b"".join(frames(random.Random(10), 3)), 1 << 20)
+    assert len(calls) == 2
+    assert session.wire.closed
+    assert session.wire.out == []  # reset: the first frame's record does not leave either
 
 
 @pytest.mark.parametrize("through", ["c-object", "wrapper"])
