@@ -15,6 +15,7 @@ import logging
 import ssl
 import struct
 from collections.abc import Callable
+from functools import partial
 from typing import Any, Protocol, cast
 
 READ_CHUNK = 65536
@@ -36,17 +37,13 @@ _UNBOUNDED = 2**63  # a write bound no buffer reaches: ``send`` checks none
 _FRAME_HEAD = struct.Struct("!BxH").unpack_from
 
 
-def _frame_size(first: int, length: int) -> int:
-    """The bytes of the frame a header starts: a ChannelData frame padded to 4 (RFC 8656
-    12.5), or a STUN message (its 20-byte header and ``length``)."""
-    return (length + 7) & ~3 if first & 0x40 else length + 20
-
-
 def _write_frames(tls_io: _TlsIO, data: memoryview) -> None:
-    """Each frame of ``data`` a record of its own; bytes after the last whole header, one."""
+    """Each frame of ``data`` a record of its own (bytes after the last whole header: one)."""
     start, size = 0, len(data)
     while size - start >= 4:
-        end = start + _frame_size(*_FRAME_HEAD(data, start))
+        first, length = _FRAME_HEAD(data, start)
+        # A ChannelData frame padded to 4 (RFC 8656 12.5), or a STUN message's header and body.
+        end = start + ((length + 7) & ~3 if first & 0x40 else length + 20)
         tls_io.write(data[start:end])
         start = end
     if start < size:
@@ -81,6 +78,10 @@ class TlsTransport(asyncio.Transport):
         # ``write`` if the encrypted bytes waiting stay within a bound (``StreamClient``'s), in
         # one call: the checks through this class's methods would be a Python call each.
         self.write_within: Callable[[bytes, int], bool] = tls.send_within
+        # ``write_within`` for a run of whole frames: a record each (``send_within``).
+        self.write_frames_within: Callable[[bytes, int], bool] = partial(
+            tls.send_within, frames=True
+        )
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self._tls.send(data)
@@ -232,38 +233,33 @@ class TlsServerProtocol(asyncio.Protocol):
 
     def send(self, data: bytes | bytearray | memoryview) -> None:
         """To the client, however much is already waiting (STUN answers, which
-        ``StreamClient.answer`` bounds itself)."""
-        self.send_within(data, _UNBOUNDED)
+        ``StreamClient.answer`` bounds itself), a record per frame."""
+        self.send_within(data, _UNBOUNDED, frames=True)
 
-    def send_within(self, data: bytes | bytearray | memoryview, limit: int) -> bool:
+    def send_within(
+        self, data: bytes | bytearray | memoryview, limit: int, frames: bool = False
+    ) -> bool:
         """``send`` if the encrypted bytes waiting for the client (``TlsTransport``'s write
         buffer size) plus ``len(data)`` stay within ``limit``; False, and nothing written, if
         not or if the connection is closing.
 
-        Each STUN message or ChannelData frame in ``data`` is a record of its own: a client
-        that takes one record for one message (coturn's turnutils_uclient does) reads every
-        frame of a wake-up that carried several."""
-        # Stream hot path (a wake-up's frames to the client): one record per frame, found by
-        # its header, and one transport write for them all. A wake-up of one frame (smooth
-        # traffic): one header unpacked, no loop.
+        ``data`` is one record, or with ``frames`` (a run of a wake-up's whole frames) a
+        record per STUN message or ChannelData frame in it: a client that takes one record
+        for one message (coturn's turnutils_uclient does) reads every frame of the run."""
+        # Stream hot path (a wake-up's frames to the client): encrypted, then written out at
+        # once, in one transport write.
         transport = self.transport
-        size = len(data)
         if (
             transport is None
             or transport.is_closing()
-            or transport.get_write_buffer_size() + size > limit
+            or transport.get_write_buffer_size() + len(data) > limit
         ):
             return False
-        tls_io = self.tls_io
-        several = False
-        if size >= 4:  # ``_frame_size`` inlined: a Python call less per write
-            first, length = _FRAME_HEAD(data)
-            several = ((length + 7) & ~3 if first & 0x40 else length + 20) < size
         try:
-            if several:
-                _write_frames(tls_io, memoryview(data))
+            if frames:
+                _write_frames(self.tls_io, memoryview(data))
             else:
-                tls_io.write(data)
+                self.tls_io.write(data)
         except ssl.SSLError:
             self.abort()  # a reset: none of a failed write leaves, records before it included
             return False

@@ -14,11 +14,15 @@ from pathlib import Path
 
 import pytest
 
+from stunner.batchio import DatagramBatch
 from stunner.config.certs import server_context
+from stunner.stats import ListenerStats
 from stunner.stun import pack_channel_data
 from stunner.tls import READ_CHUNK, TlsServerProtocol, TlsTransport
-from stunner.turn.datapath import data_indication
+from stunner.turn import Allocation, StreamClient
+from stunner.turn.datapath import StreamEgress, data_indication
 from tests.support import self_signed_cert
+from tests.unit.test_relay_batching import udp_socket
 
 
 class Inner(asyncio.Protocol):
@@ -203,23 +207,62 @@ def frames(rng: random.Random, count: int) -> list[bytes]:
     return out
 
 
+def client_records(session: Session) -> list[bytes]:
+    """What the server wrote since the handshake, record by record (``SSL_read`` returns at
+    most one record's plaintext)."""
+    session.to_client.write(b"".join(session.wire.out))
+    records = []
+    while True:
+        try:
+            records.append(session.client.read(65536))
+        except ssl.SSLWantReadError:
+            return records
+
+
 @pytest.mark.parametrize("view", [False, True], ids=["bytes", "memoryview"])
-async def test_each_frame_of_a_write_is_a_record_of_its_own(tmp_path: Path, view: bool) -> None:
-    """A wake-up's frames leave in one write, one record per frame: a client that reads one
-    record as one message (uclient) sees each frame whole. The plaintext is what was written."""
+async def test_each_frame_of_a_run_is_a_record_of_its_own(tmp_path: Path, view: bool) -> None:
+    """A run of frames leaves in one write, one record per frame: a client that reads one
+    record as one message (uclient) sees each frame whole. The plaintext is what was written;
+    a plain write stays one record."""
     session = Session(tmp_path)
-    session.to_client.write(b"".join(session.wire.out))  # the session tickets
+    assert client_records(session) == []  # the session tickets
     session.wire.out.clear()
+    transport = TlsTransport(session.server)
     sent = frames(random.Random(9), 40)
     for run in (sent[:1], sent[1:3], sent[3:]):
         data = b"".join(run)
-        assert session.server.send_within(memoryview(data) if view else data, 1 << 20)
-    assert len(session.wire.out) == 3  # one transport write per call
-    session.to_client.write(b"".join(session.wire.out))
-    records = [session.client.read(65536) for _ in sent]  # SSL_read: at most one record
-    assert records == sent
-    with pytest.raises(ssl.SSLWantReadError):
-        session.client.read(65536)
+        assert transport.write_frames_within(memoryview(data) if view else data, 1 << 20)
+    assert transport.write_within(b"".join(sent[:2]), 1 << 20)
+    assert len(session.wire.out) == 4  # one transport write per call
+    assert client_records(session) == [*sent, b"".join(sent[:2])]
+
+
+async def test_stream_egress_over_tls_sends_a_record_per_frame(tmp_path: Path) -> None:
+    """A wake-up of several datagrams, through the real ``StreamEgress``: one write, and a
+    record per frame, each the ChannelData frame of one datagram; counted as sent."""
+    session = Session(tmp_path)
+    client_records(session)  # the session tickets
+    session.wire.out.clear()
+    relay, peer = udp_socket(), udp_socket()
+    try:
+        allocation = Allocation(
+            StreamClient(TlsTransport(session.server), ("192.0.2.1", 5000)), "u"
+        )
+        allocation.permit("127.0.0.1", 1e18)
+        allocation.bind_channel(0x4001, peer.getsockname(), 1e18)
+        stats = ListenerStats()
+        drain = StreamEgress(allocation, relay, stats, DatagramBatch()).drain
+        payloads = [b"x" * 100, b"y" * 33, b"z" * 1000]
+        for payload in payloads:
+            peer.sendto(payload, relay.getsockname())
+        drain()
+    finally:
+        relay.close()
+        peer.close()
+    assert len(session.wire.out) == 1
+    sent = [pack_channel_data(0x4001, payload, stream=True) for payload in payloads]
+    assert client_records(session) == sent
+    assert (stats.tx_packets, stats.tx_bytes) == (3, sum(map(len, sent)))
 
 
 async def test_a_write_that_fails_midway_sends_none_of_its_records(tmp_path: Path) -> None:
@@ -238,7 +281,8 @@ async def test_a_write_that_fails_midway_sends_none_of_its_records(tmp_path: Pat
 
     session.server.tls_io = Failing()  # type: ignore[assignment]
     session.wire.out.clear()  # the session tickets
-    assert not session.server.send_within(b"".join(frames(random.Random(10), 3)), 1 << 20)
+    run = b"".join(frames(random.Random(10), 3))
+    assert not TlsTransport(session.server).write_frames_within(run, 1 << 20)
     assert len(calls) == 2
     assert session.wire.closed
     assert session.wire.out == []  # reset: the first frame's record does not leave either
