@@ -214,11 +214,12 @@ one-record read.
 A wake-up of several datagrams for one TLS client leaves in one write with a record per frame
 (`TlsTransport.write_frames_within`); until this round the run was one record. uclient reads
 one record per read event and takes it for one message, so a record of several frames was
-lost echoes to it, although stunnerd had relayed (and paid for) them: in a diagnostic run of
-the paced TLS load (10 clients, 2,000 messages each), stunnerd lost 5.0% and 20.3% of the
-echoes in two runs with one record per run and 0.0% in three with a record per frame, coturn
-2.0% and 7.6%. Frames queue when stunnerd is held up (preempted on a shared machine, say), so
-the loss came and went with the machine's load. The price is one encryption per frame when
+lost echoes to it, although stunnerd had relayed (and paid for) them. In `nox -s bench --
+--quick --only throughput --baseline 13ce428` stunnerd lost 0.0% of the TLS echoes, 13ce428
+17.6% and coturn 12.3%; in three interleaved rounds of the paced load with 2,000 messages per
+client, 0.0% each time against 9.3-12.5% (13ce428) and 8.4-14.5% (coturn). Frames queue when
+stunnerd is held up (preempted on a shared machine, say), so the loss came and went with the
+machine's load. The price is one encryption per frame when
 they queue: 18,975 instructions per frame at 20 frames per wake-up against 8,183 with a record
 per run; a wake-up of one frame is one record as before (24,710).
 """
