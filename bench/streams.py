@@ -159,8 +159,8 @@ Where the Python time goes, per wake-up:
   frame in its batch slot (the ChannelData header in front of the payload, the padding to 4
   bytes behind it), copies it out once and writes the wake-up's frames to the connection in
   one call that also checks the client's bound (`StreamClient.write_within`; for TLS,
-  `TlsServerProtocol.send_within`: encrypted as one record first). A wake-up of one datagram
-  is one frame and one write, without lists.
+  `TlsServerProtocol.send_within`: encrypted first, one record per frame, which it finds by
+  the frames' headers). A wake-up of one datagram is one frame and one write, without lists.
 
 uclient sends about 12,000 messages a second per client, so stunnerd sits at about 20% of a
 core and most wake-ups carry one or a few frames: the fixed cost of a wake-up (the event loop's
@@ -193,7 +193,33 @@ against 12,990 instructions per 104-byte read through uvloop), and writing with
 `socket.send` instead of the transport (1,474 against 1,235 instructions per 104-byte write).
 With one allocation per client there is nothing to merge across wake-ups (one relay socket
 feeds one client). What is left per TLS frame is OpenSSL's record (about 7,000 instructions to
-decrypt one, 9,000 to encrypt one) and the two Python calls of each direction; the next step
-would be TLS on the socket itself (an `ssl.SSLSocket` read and written on readiness), which
-saves the memory BIOs' copies and uvloop's transport on both sides.
+decrypt one, 9,000 to encrypt one) and the two Python calls of each direction.
+
+TLS on the socket itself (a non-blocking `ssl.SSLSocket`, read with `loop.add_reader` and
+written with `send`, without the memory BIOs and uvloop's transport) was prototyped and not
+taken. With real loopback sockets under uvloop, callgrind counted 10,683 against 14,223
+instructions per 100 B frame out (one call encrypts and writes) but 90,142 against 91,157 in
+(client included), and strace showed two `read` calls per record in against one per wake-up:
+without read-ahead, which the ssl module cannot switch on, OpenSSL reads a record's 5-byte
+header and then its body, so a wake-up with several records costs two system calls for each.
+So the way in trades about 1,000 instructions for one more system call per record, and the
+whole rewrite (accept, handshake timeout, close_notify, write bound, per-source gate) would
+have bought about 4,500 of the 47,600 user-space instructions of a round trip, with user
+space about half of stunnerd's CPU time per TLS datagram (the prototype, a throwaway script,
+is not in the tree). `TlsServerProtocol.data_received` instead stops reading when a read
+returned less than it asked for and no ciphertext waits, without the `pending()` call (every
+call into the session releases and takes the GIL): 23,696 to 22,870 instructions per
+one-record read.
+
+A wake-up of several datagrams for one TLS client leaves in one write with a record per frame
+(`TlsTransport.write_frames_within`); until this round the run was one record. uclient reads
+one record per read event and takes it for one message, so a record of several frames was
+lost echoes to it, although stunnerd had relayed (and paid for) them. In `nox -s bench --
+--quick --only throughput --baseline 13ce428` stunnerd lost 0.0% of the TLS echoes, 13ce428
+17.6% and coturn 12.3%; in three interleaved rounds of the paced load with 2,000 messages per
+client, 0.0% each time against 9.3-12.5% (13ce428) and 8.4-14.5% (coturn). Frames queue when
+stunnerd is held up (preempted on a shared machine, say), so the loss came and went with the
+machine's load. The price is one encryption per frame when
+they queue: 18,975 instructions per frame at 20 frames per wake-up against 8,183 with a record
+per run; a wake-up of one frame is one record as before (24,710).
 """

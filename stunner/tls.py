@@ -13,7 +13,9 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import struct
 from collections.abc import Callable
+from functools import partial
 from typing import Any, Protocol, cast
 
 READ_CHUNK = 65536
@@ -30,6 +32,22 @@ def _ignore(client: tuple[str, int], why: str, level: int) -> None:
 
 
 _UNBOUNDED = 2**63  # a write bound no buffer reaches: ``send`` checks none
+# A frame's first byte and its length field: ChannelData (first byte 0x40-0x7f, RFC 8656 12)
+# or a STUN message (first two bits 0, the length after its 20-byte header).
+_FRAME_HEAD = struct.Struct("!BxH").unpack_from
+
+
+def _write_frames(tls_io: _TlsIO, data: memoryview) -> None:
+    """Each frame of ``data`` a record of its own (bytes after the last whole header: one)."""
+    start, size = 0, len(data)
+    while size - start >= 4:
+        first, length = _FRAME_HEAD(data, start)
+        # A ChannelData frame padded to 4 (RFC 8656 12.5), or a STUN message's header and body.
+        end = start + ((length + 7) & ~3 if first & 0x40 else length + 20)
+        tls_io.write(data[start:end])
+        start = end
+    if start < size:
+        tls_io.write(data[start:])
 
 
 class _TlsIO(Protocol):
@@ -60,6 +78,10 @@ class TlsTransport(asyncio.Transport):
         # ``write`` if the encrypted bytes waiting stay within a bound (``StreamClient``'s), in
         # one call: the checks through this class's methods would be a Python call each.
         self.write_within: Callable[[bytes, int], bool] = tls.send_within
+        # ``write_within`` for a run of whole frames: a record each (``send_within``).
+        self.write_frames_within: Callable[[bytes, int], bool] = partial(
+            tls.send_within, frames=True
+        )
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self._tls.send(data)
@@ -144,22 +166,24 @@ class TlsServerProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         # Stream hot path: the records are decrypted into the shared plaintext buffer, and
-        # only while the memory BIO (or the session) still holds bytes, so a read that ends
-        # on a record boundary costs no SSLWantReadError; the inner protocol gets one copy,
-        # handed on here. Nothing is flushed unless the reads made records to send (a TLS 1.3
-        # KeyUpdate answer, say): no Python call but the inner protocol's.
+        # only while the memory BIO still holds ciphertext or the last read filled what it
+        # asked for (the record may hold more plaintext), so a read that ends on a record
+        # boundary costs no SSLWantReadError and no ``pending()`` call (each C call of the
+        # session releases and takes the GIL); the inner protocol gets one copy, handed on
+        # here. Nothing is flushed unless the reads made records to send (a TLS 1.3 KeyUpdate
+        # answer, say): no Python call but the inner protocol's.
         incoming = self.incoming
         incoming.write(data)
         inner = self.inner
         if inner is None:
-            if not self._handshake():
+            if not self._handshake() or not incoming.pending:
                 return
             inner = self.inner
             assert inner is not None
         tls_io, view = self.tls_io, _PLAIN_VIEW
         filled = 0
         closing = False
-        while incoming.pending or tls_io.pending():
+        while True:
             try:
                 count = tls_io.read(READ_CHUNK - filled, view[filled:] if filled else view)
             except ssl.SSLWantReadError:
@@ -171,9 +195,11 @@ class TlsServerProtocol(asyncio.Protocol):
                 closing = True
                 break
             filled += count
-            if filled == READ_CHUNK:
+            if filled == READ_CHUNK:  # the record may hold more: read on
                 self._deliver(filled)
                 filled = 0
+            elif not incoming.pending:
+                break  # less than asked: the record is read out, and no ciphertext waits
         if filled:
             inner.data_received(view[:filled].tobytes())
         if closing:
@@ -206,26 +232,36 @@ class TlsServerProtocol(asyncio.Protocol):
         return True
 
     def send(self, data: bytes | bytearray | memoryview) -> None:
-        """One record to the client, however much is already waiting (STUN answers, which
-        ``StreamClient.answer`` bounds itself)."""
-        self.send_within(data, _UNBOUNDED)
+        """To the client, however much is already waiting (STUN answers, which
+        ``StreamClient.answer`` bounds itself), a record per frame."""
+        self.send_within(data, _UNBOUNDED, frames=True)
 
-    def send_within(self, data: bytes | bytearray | memoryview, limit: int) -> bool:
+    def send_within(
+        self, data: bytes | bytearray | memoryview, limit: int, frames: bool = False
+    ) -> bool:
         """``send`` if the encrypted bytes waiting for the client (``TlsTransport``'s write
         buffer size) plus ``len(data)`` stay within ``limit``; False, and nothing written, if
-        not or if the connection is closing."""
-        # Stream hot path (a wake-up's frames to the client): one record, written out at once.
+        not or if the connection is closing.
+
+        ``data`` is one record, or with ``frames`` (a run of a wake-up's whole frames) a
+        record per STUN message or ChannelData frame in it: a client that takes one record
+        for one message (coturn's turnutils_uclient does) reads every frame of the run."""
+        # Stream hot path (a wake-up's frames to the client): encrypted, then written out at
+        # once, in one transport write.
         transport = self.transport
         if (
             transport is None
             or transport.is_closing()
-            or self.outgoing.pending + transport.get_write_buffer_size() + len(data) > limit
+            or transport.get_write_buffer_size() + len(data) > limit
         ):
             return False
         try:
-            self.tls_io.write(data)
+            if frames:
+                _write_frames(self.tls_io, memoryview(data))
+            else:
+                self.tls_io.write(data)
         except ssl.SSLError:
-            self.close()
+            self.abort()  # a reset: none of a failed write leaves, records before it included
             return False
         transport.write(self.outgoing.read())
         return True

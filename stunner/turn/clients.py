@@ -98,7 +98,7 @@ class StreamClient:
     buffer: for TLS, the encrypted records); see the module docstring.
     """
 
-    __slots__ = ("addr", "limit", "on_stalled", "transport", "write_within")
+    __slots__ = ("addr", "limit", "on_stalled", "transport", "write_frames_within", "write_within")
 
     source_verified = True
     refusal = Drop.WRITE_BUFFER_FULL
@@ -118,6 +118,11 @@ class StreamClient:
         # separate checks would each be a Python call, else the plain transport's C methods.
         self.write_within: Callable[[bytes, int], bool] = (
             getattr(transport, "write_within", None) or self._write_within
+        )
+        # The same for a run of whole frames: the TLS transport makes each a record of its own
+        # (stunner.tls); to a plain transport it is the same write.
+        self.write_frames_within: Callable[[bytes, int], bool] = (
+            getattr(transport, "write_frames_within", None) or self.write_within
         )
 
     @property
@@ -145,12 +150,12 @@ class StreamClient:
 
     def release(self) -> None:
         """The connection is gone: drop the links that lead back to it (the protocol's
-        ``on_stalled``, and ``write_within``, a bound method of this object or of the TLS
-        layer), so that its objects are freed by their reference counts, not left in cycles
-        for the collector (stunner.gcpolicy freezes long-lived objects, which relies on it).
-        Frames offered afterwards are refused."""
+        ``on_stalled``, and ``write_within`` and ``write_frames_within``, bound methods of this
+        object or of the TLS layer), so that its objects are freed by their reference counts,
+        not left in cycles for the collector (stunner.gcpolicy freezes long-lived objects,
+        which relies on it). Frames offered afterwards are refused."""
         self.on_stalled = None
-        self.write_within = _refuse
+        self.write_within = self.write_frames_within = _refuse
 
     def fits(self, size: int, limit: int) -> bool:
         """Whether ``size`` more bytes keep the write buffer within ``limit``, on an open

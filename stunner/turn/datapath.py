@@ -720,9 +720,9 @@ class StreamEgress:
 
     The stream form of ``RelayReceiver``: each frame is made in its batch slot (the ChannelData
     header in front of the payload, the padding to 4 behind it, RFC 8656 12.5) and copied out
-    once; a wake-up's frames reach the connection as one write, so over TLS they are one
-    record. tests/unit/test_stream_egress.py holds it to a plain reference of the same rules,
-    byte for byte and count for count.
+    once; a wake-up's frames reach the connection as one write (over TLS, a record each).
+    tests/unit/test_stream_egress.py holds it to a plain reference of the same rules, byte for
+    byte and count for count.
     """
 
     __slots__ = (
@@ -734,6 +734,7 @@ class StreamEgress:
         "sock",
         "stats",
         "write",
+        "write_frames",
     )
 
     def __init__(
@@ -751,6 +752,7 @@ class StreamEgress:
         self.peer_routes = allocation.peer_routes
         self.stats = stats
         self.write = client.write_within  # (frames, bound) -> accepted whole, or refused whole
+        self.write_frames = client.write_frames_within  # a run of frames: over TLS, a record each
         self.limit = client.limit
         self.refusal = client.refusal
 
@@ -788,7 +790,7 @@ class StreamEgress:
         batch = self.batch
         memory, view = batch.memory, batch.view
         peer_routes, permissions = self.peer_routes, self.permissions
-        write, limit = self.write, self.limit
+        write, write_frames, limit = self.write, self.write_frames, self.limit
         frames: list[bytes] = []  # the run waiting to be written, in order
         run_bytes = 0
         received = received_bytes = written = written_bytes = offered = offered_bytes = 0
@@ -819,7 +821,7 @@ class StreamEgress:
                 if frames:
                     offered += len(frames)
                     offered_bytes += run_bytes
-                    if write(b"".join(frames), limit):
+                    if write_frames(b"".join(frames), limit):
                         written += len(frames)
                         written_bytes += run_bytes
                     frames.clear()
@@ -833,7 +835,7 @@ class StreamEgress:
             if frames:
                 offered += len(frames)
                 offered_bytes += run_bytes
-                if write(b"".join(frames), limit):
+                if write_frames(b"".join(frames), limit):
                     written += len(frames)
                     written_bytes += run_bytes
         finally:
