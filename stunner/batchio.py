@@ -347,6 +347,8 @@ class DatagramBatch:
         when the plain way then works, GSO is switched off for the process (it never worked
         here) or its segment size bounded (it did: the route is the limit).
         """
+        # Hot path: work per send (up to 64 datagrams), none per datagram; no allocation,
+        # locking or logging (the list below is the fallback's, once per refused run).
         global GSO, gso_largest, _gso_proven
         words, sendmsg, pointer = self._gso_words, self._sendmsg, self._gso_pointer
         words[0] = name_address  # msg_name
