@@ -127,9 +127,7 @@ class _Headers:
             self.words[8 * i + 3] = 1  # msg_iovlen
             self.ints[16 * i + 2] = _SOCKADDR_IN  # msg_namelen (recvmmsg leaves it at 16)
 
-    def send(
-        self, sendmmsg: Callable[..., int], fd: int, total: int, first: int = 0
-    ) -> list[int]:
+    def send(self, sendmmsg: Callable[..., int], fd: int, total: int, first: int = 0) -> list[int]:
         """Send datagrams ``first`` to ``total`` - 1 the headers describe, in order: the indices
         of those that did not leave (none, mostly). A datagram the kernel refuses (EMSGSIZE,
         say) is skipped and the rest still go; a full send buffer (EAGAIN) or a closed socket

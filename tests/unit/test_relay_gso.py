@@ -26,7 +26,6 @@ from stunner.stun import pack_channel_data
 
 from .test_relay_batching import (
     Relay,
-    client_script,
     counters,
     everything,
     run_client_to_peer,
@@ -121,9 +120,7 @@ def test_a_run_leaves_as_the_plain_path_sends_it(
         result, made = both_ways(lambda batch: send_run(batch, sock, to, sizes), monkeypatch)
         (packets, sent_bytes), received = result  # type: ignore[misc]
         assert (packets, sent_bytes) == (len(sizes), sum(sizes))
-        assert received == [
-            (payload(i, size), sock.getsockname()) for i, size in enumerate(sizes)
-        ]
+        assert received == [(payload(i, size), sock.getsockname()) for i, size in enumerate(sizes)]
         assert made == sends
     finally:
         sock.close()
@@ -134,7 +131,9 @@ def test_client_to_peer_through_the_listener(monkeypatch: pytest.MonkeyPatch) ->
     """DatagramIngress: the mixed script (clients, peers, channels, sizes, drops, a Send
     indication) and then uniform bursts from one client to one peer, 100 B and 1000 B,
     the longest run a batch holds: peers receive the same, counters are the same."""
-    bursts = [[pack_channel_data(0x4000, payload(k, size)) for k in range(BATCH)] for size in (100, 1000)]
+    bursts = [
+        [pack_channel_data(0x4000, payload(k, size)) for k in range(BATCH)] for size in (100, 1000)
+    ]
 
     def scenario(batch: DatagramBatch) -> object:
         relay = Relay(batch)
@@ -188,7 +187,10 @@ def test_peer_to_client_through_the_relay_sockets(monkeypatch: pytest.MonkeyPatc
 def test_a_refused_run_is_one_send_error_per_datagram(monkeypatch: pytest.MonkeyPatch) -> None:
     """A run whose relay socket is gone (EBADF) is refused whole: every datagram is one
     send_error with its payload bytes, nothing is tx; the same as the plain path."""
-    runs = [[pack_channel_data(0x4000, payload(k, size)) for k in range(count)] for size, count in ((100, 10), (1000, 3))]
+    runs = [
+        [pack_channel_data(0x4000, payload(k, size)) for k in range(count)]
+        for size, count in ((100, 10), (1000, 3))
+    ]
 
     def scenario(batch: DatagramBatch) -> object:
         relay = Relay(batch)
