@@ -86,7 +86,23 @@ SOL_UDP = 17
 UDP_SEGMENT = 103
 GSO_SEGMENTS = 64  # segments per send: the kernel's UDP_MAX_SEGMENTS on every version
 GSO_BYTES = 65507  # the largest UDP payload over IPv4: the whole run is one IP packet first
-GSO = _sendmsg is not None
+
+
+def _kernel_segments() -> bool:
+    """Whether this kernel knows UDP_SEGMENT (Linux 4.18 on). Asked once, up front, because a
+    kernel from before it does not refuse the control message: it ignores it and sends the
+    whole run as one datagram."""
+    if _sendmsg is None:
+        return False
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.getsockopt(SOL_UDP, UDP_SEGMENT)
+    except OSError:
+        return False
+    return True
+
+
+GSO = _kernel_segments()
 """Whether runs may leave as one segmented sendmsg. Switched off for the process when the
 kernel refuses UDP_SEGMENT where a plain send of the same run works (tests flip it too)."""
 gso_largest = GSO_BYTES

@@ -321,3 +321,19 @@ def test_a_refused_gathered_flush_counts_as_before(monkeypatch: pytest.MonkeyPat
     _, stats = result  # type: ignore[misc]
     assert isinstance(stats, dict) and stats["dropped_packets"][Drop.SEND_ERROR] == 3
     assert made == 0
+
+
+def test_the_kernel_is_asked_about_segmentation_up_front(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kernel older than UDP_SEGMENT ignores the control message and would send a run as
+    one datagram: the probe (getsockopt) must say no there, yes here (Linux 4.18 on)."""
+    assert batchio._kernel_segments() is True
+
+    class OldKernel(socket.socket):
+        def getsockopt(self, *args: object) -> int:  # type: ignore[override]
+            raise OSError(errno.ENOPROTOOPT, "Protocol not available")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(batchio.socket, "socket", OldKernel)
+        assert batchio._kernel_segments() is False
+    monkeypatch.setattr(batchio, "_sendmsg", None)  # no libc sendmsg: no GSO either
+    assert batchio._kernel_segments() is False
