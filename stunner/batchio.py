@@ -26,6 +26,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import mmap
+import os
 import socket
 import struct
 from array import array as _array
@@ -102,7 +103,10 @@ def _kernel_segments() -> bool:
     return True
 
 
-GSO = _kernel_segments()
+GSO_ENV = "STUNNER_UDP_GSO"
+"""Set to 0 to keep GSO off (docs/stunnerd.md): a packet capture on lo, or on a NIC that
+segments UDP itself, sees one large packet per segmented send, not the datagrams."""
+GSO = _kernel_segments() and os.environ.get(GSO_ENV, "1") != "0"
 """Whether runs may leave as one segmented sendmsg. Switched off for the process when the
 kernel refuses UDP_SEGMENT where a plain send of the same run works (tests flip it too)."""
 gso_largest = GSO_BYTES

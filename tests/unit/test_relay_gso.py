@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import os
 import socket
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -337,3 +340,16 @@ def test_the_kernel_is_asked_about_segmentation_up_front(monkeypatch: pytest.Mon
         assert batchio._kernel_segments() is False
     monkeypatch.setattr(batchio, "_sendmsg", None)  # no libc sendmsg: no GSO either
     assert batchio._kernel_segments() is False
+
+
+@pytest.mark.parametrize(("value", "on"), [("0", False), ("1", True), (None, True)])
+def test_the_environment_can_keep_gso_off(value: str | None, on: bool) -> None:
+    """STUNNER_UDP_GSO=0 (for packet captures that count datagrams) keeps it off."""
+    env = {k: v for k, v in os.environ.items() if k != batchio.GSO_ENV}
+    if value is not None:
+        env[batchio.GSO_ENV] = value
+    code = "from stunner import batchio; print(batchio.GSO)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == str(on)
