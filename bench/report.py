@@ -632,7 +632,7 @@ the same for both. The relay paths (`DatagramIngress.drain` and `RelayReceiver.d
 - **One trip through the kernel per run** (UDP GSO, `DatagramBatch._send_gso`): a run of
   datagrams of one size to one destination (the last may be shorter) leaves as one `sendmsg`
   with a `UDP_SEGMENT` control message instead of one `sendmmsg` entry each; the kernel walks
-  its send path (on loopback, the receive side too) once per 64 datagrams and cuts them
+  its send path (on loopback, the receive side too) once for up to 64 datagrams and cuts them
   afterwards. The outbox's flush, whose datagrams go to many clients, stays one `sendmmsg`.
   A kernel that refuses it falls back, counted exactly
   ([stunnerd.md](stunnerd.md#udp-segmentation-offload)).
