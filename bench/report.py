@@ -632,6 +632,13 @@ the same for both. The relay paths (`DatagramIngress.drain` and `RelayReceiver.d
   `inet_ntop`. The libc calls have no ctypes `argtypes` (pointers are prebuilt `c_void_p`)
   and keep the GIL (`PyDLL`, `MSG_DONTWAIT`): per call, argument conversion and the GIL
   hand-over cost more user-space instructions than the system call's own wrapper.
+- **One trip through the kernel per run** (UDP GSO, `DatagramBatch._send_gso`): a run of
+  datagrams of one size to one destination (the last may be shorter) leaves as one `sendmsg`
+  with a `UDP_SEGMENT` control message instead of one `sendmmsg` entry each; the kernel walks
+  its send path (on loopback, the receive side too) once for up to 64 datagrams and cuts them
+  afterwards. The outbox's flush, whose datagrams go to many clients, stays one `sendmmsg`.
+  A kernel that refuses it falls back, counted exactly
+  ([stunnerd.md](stunnerd.md#udp-segmentation-offload)).
 - **No copies on the relay paths.** The client-to-peer payload is sent from its slot; the
   peer-to-client ChannelData header is written into the 4 bytes reserved in front of the
   payload. Only STUN messages, Data indications, TCP/TLS frames and a run of one datagram

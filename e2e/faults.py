@@ -292,13 +292,20 @@ FAULTS: tuple[Fault, ...] = (
     ),
     Fault(
         "refused-send-counted-batch",
-        "a datagram sendmmsg refused counted as relayed (batched path)",
+        "a datagram sendmmsg or a segmented (GSO) sendmsg refused counted as relayed (batched"
+        " path)",
         (
             Edit(
                 BATCHIO,
                 "                unsent.append(first)  # this one was refused: skip it, send the"
                 " rest\n",
                 "                pass  # counted although refused\n",
+            ),
+            Edit(
+                BATCHIO,
+                "            if sendmsg(fd, pointer, _DONTWAIT) >= 0:\n",
+                "            if sendmsg(fd, pointer, _DONTWAIT) >= 0 or True:  # counted although"
+                " refused\n",
             ),
         ),
         ("test_shapes",),

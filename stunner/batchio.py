@@ -8,6 +8,12 @@ that per datagram (docs/performance.md has the before and after). Where libc has
 ``recvmmsg`` (not Linux), the same interface falls back to one ``recvfrom_into``/``sendto``
 per datagram.
 
+A run of equal-size datagrams to one destination leaves with one ``sendmsg`` carrying a
+UDP_SEGMENT control message (generic segmentation offload, Linux 4.18+): the kernel walks its
+send path (and, on loopback, the receive side) once for the run instead of once per datagram,
+and the destination still receives them as separate datagrams. A kernel that refuses it
+switches it off for the process; see ``_send_gso``.
+
 Every datagram of a batch has its own 64 KiB slot in one anonymous mapping, so nothing is ever
 truncated; pages are only touched as far as datagrams reach, so the resident cost is a few
 pages per slot in use. The batch is shared by every socket of the process: the event loop runs
@@ -20,6 +26,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import mmap
+import os
 import socket
 import struct
 from array import array as _array
@@ -36,6 +43,9 @@ OFFSETS = tuple(range(HEADROOM, BATCH * SLOT, SLOT))
 
 # struct mmsghdr on LP64 Linux: struct msghdr (56 bytes) then unsigned int msg_len, padded.
 _MMSGHDR = 64
+_MSGHDR = 56
+_CMSG_LEN_U16 = 18  # CMSG_LEN(2): struct cmsghdr (16 bytes) and a u16
+_CMSG_SPACE_U16 = 24  # CMSG_SPACE(2): the same, padded to 8
 _SOCKADDR_IN = 16
 _IOVEC = 16
 _ADDRESS_CACHE_MAX = 4096  # entries per cache: active flows hit, churned ports do not pile up
@@ -69,7 +79,43 @@ def _unavailable(*_args: object) -> int:
 
 _recvmmsg = _libc_function("recvmmsg", use_errno=False)
 _sendmmsg = _libc_function("sendmmsg", use_errno=True)
+_sendmsg = _libc_function("sendmsg", use_errno=True)
 NATIVE = _recvmmsg is not None and _sendmmsg is not None
+
+# UDP generic segmentation offload (linux/udp.h; Python 3.11's socket module has no constant).
+SOL_UDP = 17
+UDP_SEGMENT = 103
+GSO_SEGMENTS = 64  # segments per send: the kernel's UDP_MAX_SEGMENTS on every version
+GSO_BYTES = 65507  # the largest UDP payload over IPv4: the whole run is one IP packet first
+
+
+def _kernel_segments() -> bool:
+    """Whether this kernel knows UDP_SEGMENT (Linux 4.18 on). Asked once, up front, because a
+    kernel from before it does not refuse the control message: it ignores it and sends the
+    whole run as one datagram."""
+    if _sendmsg is None:
+        return False
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.getsockopt(SOL_UDP, UDP_SEGMENT)
+    except OSError:
+        return False
+    return True
+
+
+GSO_ENV = "STUNNER_UDP_GSO"
+"""Set to 0 to keep GSO off (docs/stunnerd.md): a packet capture on lo, or on a NIC that
+segments UDP itself, sees one large packet per segmented send, not the datagrams."""
+GSO = _kernel_segments() and os.environ.get(GSO_ENV, "1") != "0"
+"""Whether runs may leave as one segmented sendmsg. Switched off for the process when the
+kernel refuses UDP_SEGMENT where a plain send of the same run works (tests flip it too)."""
+gso_largest = GSO_BYTES
+"""The largest segment GSO is tried with: lowered when a route refuses a size that GSO sent
+before (a segment larger than the route's MTU: EINVAL)."""
+_gso_proven = False  # a segmented send has been accepted in this process
+# A GSO refusal that says "not this way" rather than "not now": the run goes the plain way.
+_GSO_REFUSALS = frozenset({errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP})
+_GONE = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EBADF)  # what is left of the run is dropped
 
 
 def _address_of(buffer: bytearray | mmap.mmap) -> int:
@@ -101,17 +147,16 @@ class _Headers:
             self.words[8 * i + 3] = 1  # msg_iovlen
             self.ints[16 * i + 2] = _SOCKADDR_IN  # msg_namelen (recvmmsg leaves it at 16)
 
-    def send(self, sendmmsg: Callable[..., int], fd: int, total: int) -> list[int]:
-        """Send the first ``total`` datagrams the headers describe, in order: the indices of
-        those that did not leave (none, mostly). A datagram the kernel refuses (EMSGSIZE, say)
-        is skipped and the rest still go; a full send buffer (EAGAIN) or a closed socket
+    def send(self, sendmmsg: Callable[..., int], fd: int, total: int, first: int = 0) -> list[int]:
+        """Send datagrams ``first`` to ``total`` - 1 the headers describe, in order: the indices
+        of those that did not leave (none, mostly). A datagram the kernel refuses (EMSGSIZE,
+        say) is skipped and the rest still go; a full send buffer (EAGAIN) or a closed socket
         (EBADF) drops what is left."""
         unsent: list[int] = []
-        first = 0
         while first < total:
             done = sendmmsg(fd, self.pointers[first], total - first, _DONTWAIT)
             if done < 0:
-                if ctypes.get_errno() in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EBADF):
+                if ctypes.get_errno() in _GONE:
                     unsent += range(first, total)
                     break
                 unsent.append(first)  # this one was refused: skip it, send the rest
@@ -154,6 +199,21 @@ class DatagramBatch:
         # sendmmsg; the buffers themselves are held in the list.
         self._sockaddrs: dict[Address, int] = {}
         self._sockaddr_buffers: list[ctypes.Array[ctypes.c_char]] = []
+        self._sendmsg = _sendmsg or _unavailable
+        # One struct msghdr for a segmented send (``_send_gso``): its iovecs are the send
+        # headers' own (consecutive), its control a cmsghdr with UDP_SEGMENT's u16 segment size.
+        self._gso_control = bytearray(_CMSG_SPACE_U16)
+        control = memoryview(self._gso_control)
+        control.cast("Q")[0] = _CMSG_LEN_U16  # cmsg_len
+        control.cast("i")[2:4] = _array("i", (SOL_UDP, UDP_SEGMENT))  # cmsg_level, cmsg_type
+        self._gso_size = control[16:18].cast("H")  # the data: gso_size
+        self._gso_header = bytearray(_MSGHDR)
+        self._gso_words = memoryview(self._gso_header).cast("Q")  # 7 words
+        self._gso_words[1] = _SOCKADDR_IN  # msg_namelen (the int; its padding stays 0)
+        self._gso_words[4] = _address_of(self._gso_control)  # msg_control
+        self._gso_words[5] = _CMSG_SPACE_U16  # msg_controllen
+        self._gso_pointer = ctypes.c_void_p(_address_of(self._gso_header))
+        self._iov_base = _address_of(self._send.iovecs)
 
     def receive(self, sock: socket.socket) -> tuple[list[int], list[Address]]:
         """Read what is queued, up to BATCH datagrams: their sizes and sources (none: empty).
@@ -258,20 +318,87 @@ class DatagramBatch:
     def _send_native(
         self, sock: socket.socket, addr: Address, starts: list[int], lengths: list[int]
     ) -> tuple[int, int]:
-        # Per run, not per datagram: the headers are filled by strided slice assignments
-        # from arrays (the run's one destination, the iovecs).
+        # Per run, not per datagram: the iovecs are filled by strided slice assignments from
+        # arrays; a run of equal sizes (the last may be shorter) leaves segmented, without
+        # the mmsghdr names; otherwise they are filled with the run's one destination too.
         total = len(starts)
         headers = self._send
         name_address = self._sockaddrs.get(addr) or self._new_sockaddr(addr)
-        headers.words[0 : 8 * total : 8] = _array("Q", (name_address,)) * total
         base = self.base
         iov_words = headers.iov_words
         iov_words[0 : 2 * total : 2] = _array("Q", [base + start for start in starts])
         iov_words[1 : 2 * total : 2] = _array("Q", lengths)
-        unsent = headers.send(self._sendmmsg, sock.fileno(), total)
+        size, last = lengths[0], lengths[-1]
+        if (
+            GSO
+            and 0 < last <= size <= gso_largest
+            and lengths.count(size) == total - (last != size)
+        ):
+            return self._send_gso(sock.fileno(), name_address, total, size, last)
+        return self._send_plain(sock.fileno(), name_address, total, lengths, 0)
+
+    def _send_plain(
+        self, fd: int, name_address: int, total: int, lengths: list[int], first: int
+    ) -> tuple[int, int]:
+        """sendmmsg for datagrams ``first`` to ``total`` - 1 of the run in the send headers,
+        all to ``name_address``: (packets, bytes) sent."""
+        headers = self._send
+        headers.words[0 : 8 * total : 8] = _array("Q", (name_address,)) * total
+        unsent = headers.send(self._sendmmsg, fd, total, first)
+        sent_bytes = sum(lengths[first:]) if first else sum(lengths)
         if not unsent:
-            return total, sum(lengths)
-        return total - len(unsent), sum(lengths) - sum(lengths[i] for i in unsent)
+            return total - first, sent_bytes
+        return total - first - len(unsent), sent_bytes - sum(lengths[i] for i in unsent)
+
+    def _send_gso(
+        self, fd: int, name_address: int, total: int, size: int, last: int
+    ) -> tuple[int, int]:
+        """The run in the send headers (``total`` datagrams of ``size`` bytes, the last of
+        ``last``) to ``name_address`` as segmented sends of up to GSO_SEGMENTS datagrams and
+        GSO_BYTES bytes each: (packets, bytes) sent.
+
+        Each send is accepted whole or refused whole, and counted so: a full send buffer
+        (EAGAIN) or a closed socket (EBADF) drops what is left, another refusal drops that
+        send's datagrams and the rest still go. A refusal of the segmentation itself (EINVAL,
+        EIO, ENOPROTOOPT, EOPNOTSUPP: no UDP_SEGMENT here, a segment larger than the route's
+        MTU, IPsec) sends the rest of the run the plain way, nothing lost or counted twice;
+        when the plain way then works, GSO is switched off for the process (it never worked
+        here) or its segment size bounded (it did: the route is the limit).
+        """
+        # Hot path: work per send (up to 64 datagrams), none per datagram; no allocation,
+        # locking or logging (the list below is the fallback's, once per refused run).
+        global GSO, gso_largest, _gso_proven
+        words, sendmsg, pointer = self._gso_words, self._sendmsg, self._gso_pointer
+        words[0] = name_address  # msg_name
+        self._gso_size[0] = size
+        per = min(GSO_SEGMENTS, GSO_BYTES // size)
+        iov = self._iov_base
+        packets = sent_bytes = 0
+        first = 0
+        while first < total:
+            count = min(per, total - first)
+            words[2] = iov + _IOVEC * first  # msg_iov
+            words[3] = count  # msg_iovlen
+            if sendmsg(fd, pointer, _DONTWAIT) >= 0:
+                _gso_proven = True
+                packets += count
+                sent_bytes += count * size if first + count < total else (count - 1) * size + last
+                first += count
+                continue
+            error = ctypes.get_errno()
+            if error in _GSO_REFUSALS:
+                lengths = [size] * (total - 1) + [last]  # the run's lengths (not the hot path)
+                plain = self._send_plain(fd, name_address, total, lengths, first)
+                if plain[0]:  # the plain way works: the segmentation was what was refused
+                    if _gso_proven:
+                        gso_largest = min(gso_largest, size - 1)
+                    else:
+                        GSO = False
+                return packets + plain[0], sent_bytes + plain[1]
+            if error in _GONE:
+                break
+            first += count  # this send refused whole (unreachable, say): the rest still go
+        return packets, sent_bytes
 
     def _new_sockaddr(self, addr: Address) -> int:
         """A destination not in the cache: the address of a new struct sockaddr_in for it."""
