@@ -34,7 +34,9 @@ class LatencyPlan:
     """How much each server is timed. Each of ``rounds`` rounds starts every server afresh
     under a fresh background load, the servers taking turns round by round, so that a noisy
     minute on a shared machine falls on all of them rather than on one. Per server and round:
-    ``probes`` round trips and ``timed`` setups; ``rate`` setups once, idle, for the rate."""
+    ``probes`` round trips and ``timed`` setups; first ``rate`` setups, idle, for the rate
+    (pooled over the rounds: one round's few tenths of a CPU-second are a few dozen clock
+    ticks, too coarse alone)."""
 
     rounds: int
     probes: int
@@ -111,6 +113,23 @@ def timing_json(rounds: list[list[float]]) -> dict[str, Any]:
     return out
 
 
+def pooled_rate(runs: list[DriveResult]) -> dict[str, Any]:
+    """The idle setup rate over every round: all setups over all the server CPU they took (not
+    a mean of ratios), each round's own rate beside it."""
+    out = setup_json(
+        DriveResult(
+            requested=sum(r.requested for r in runs),
+            completed=sum(r.completed for r in runs),
+            failed=sum(r.failed for r in runs),
+            wall_s=sum(r.wall_s for r in runs),
+            server_cpu_s=sum(r.server_cpu_s for r in runs),
+            durations=[d for r in runs for d in r.durations],
+        )
+    )
+    out["rounds_per_cpu_s"] = [round(r.per_cpu_s, 1) for r in runs]
+    return out
+
+
 def summary(probes: list[Probe], setups: list[DriveResult]) -> dict[str, Any]:
     """One server's rounds as its table entry: probes and timed setups pooled, with spread."""
     probe_out = pooled(probes).to_json() | timing_json([p.rtts for p in probes])
@@ -144,6 +163,7 @@ def run(bench: Any, echo: EchoProcess) -> None:
     bench.data["calls"] = out
     probes: dict[str, list[Probe]] = {}
     setups: dict[str, list[DriveResult]] = {}
+    rates: dict[str, list[DriveResult]] = {}
     with pinned(echo, load_cores):
         out["floor"] = floor(
             echo.address, FLOOR_HOST, plan.rounds * plan.probes, PROBE_RATE
@@ -155,10 +175,9 @@ def run(bench: Any, echo: EchoProcess) -> None:
                         continue
                     pinning.pin_tree(server.pid, server_cores)
                     entry = out["servers"].setdefault(name, {"background_msgs_s": rate})
-                    if "idle" not in entry:  # once, in the server's first round
-                        entry["idle"] = setup_json(
-                            drive(server, echo.address, bench.creds, plan.rate, WINDOW, 0)
-                        )
+                    rates.setdefault(name, []).append(
+                        drive(server, echo.address, bench.creds, plan.rate, WINDOW, 0)
+                    )
                     measured, timed = loaded_round(bench, echo, server, rate, plan)
                     probes.setdefault(name, []).append(measured)
                     setups.setdefault(name, []).append(timed)
@@ -170,6 +189,7 @@ def run(bench: Any, echo: EchoProcess) -> None:
                         f"p50 {_ms(got['p50_ms'])} p99 {_ms(got['p99_ms'])} ({got['count']})"
                     )
     for name, entry in out["servers"].items():
+        entry["idle"] = pooled_rate(rates[name])
         entry.update(summary(probes[name], setups[name]))
         say(
             f"  {name:8s} setups {entry['idle']['per_cpu_s']:,.0f}/CPU-s; pooled: setup p99 "
@@ -201,6 +221,11 @@ def _range(values: list[float] | tuple[float, float] | None) -> str:
     return "-" if not values else f"{values[0]:.2f}-{values[1]:.2f} ms"
 
 
+def _rate_range(values: list[float] | None) -> str:
+    """The spread of the rounds' setup rates, e.g. "5,882-6,667"; "-" without rounds."""
+    return "-" if not values else f"{fmt_int(min(values))}-{fmt_int(max(values))}"
+
+
 def _rounds(calls: dict[str, Any]) -> str:
     rounds = calls.get("rounds", 1)
     return f"{rounds} round{'s' if rounds != 1 else ''}"
@@ -217,6 +242,7 @@ def setup_table(data: dict[str, Any]) -> Table:
             [
                 _label(data, name),
                 fmt_int(idle["per_cpu_s"]),
+                _rate_range(idle.get("rounds_per_cpu_s")),
                 fmt_ratio(ratio(idle["per_cpu_s"], coturn)) if name != "coturn" else "",
                 fmt_int(idle["failed"]),
                 fmt_int(found[name]["background_msgs_s"]),
@@ -231,6 +257,7 @@ def setup_table(data: dict[str, Any]) -> Table:
         [
             "server",
             "setups /CPU-s",
+            "per round",
             "x/coturn",
             "failed",
             "background msgs/s",
@@ -240,7 +267,9 @@ def setup_table(data: dict[str, Any]) -> Table:
             "p99 per round",
         ],
         rows,
-        "setups /CPU-s: 64 in flight, nothing else running, server on one core (first round). "
+        "setups /CPU-s: 64 in flight, nothing else running, server on one core; every setup "
+        "of every round over all the server CPU time they took ('per round': the lowest and "
+        "highest round's own rate). "
         "Setup p50/p99: one setup at a time (first request to last answer), under a background "
         "uclient load at half of the lowest knee, the same for every server; pooled over "
         f"{_rounds(calls)}, each a fresh server and load, the servers taking turns; 'p99 per "
@@ -305,7 +334,8 @@ def targets(data: dict[str, Any]) -> list[dict[str, Any]]:
 DOC = """\
 - **Call setup.** The allocation driver does what a browser does per call: 401, authenticated
   Allocate, CreatePermission, ChannelBind, from its own source address. With the server alone
-  on its core and 64 setups in flight, setups per server CPU-second; then one setup at a time
+  on its core and 64 setups in flight, setups per server CPU-second (2,000 at the start of each
+  round, pooled: all setups over all the CPU they took); then one setup at a time
   (first request to last answer, p50 and p99) while uclient relays a background load at half
   of the lowest knee of the run, the same for every server (10,000 messages/s when the
   saturation section did not run).

@@ -88,7 +88,7 @@ def server_entry(p99: float, rounds: tuple[float, float], count: int) -> dict[st
     timing = {"p50_ms": 0.2, "p99_ms": p99, "p99_rounds_ms": rounds}
     return {
         "background_msgs_s": 20_000,
-        "idle": {"per_cpu_s": 4_000.0, "failed": 0},
+        "idle": {"per_cpu_s": 4_000.0, "failed": 0, "rounds_per_cpu_s": [3_800.0, 4_250.0]},
         "probe": {"count": count, "samples": count, "lost": 1, **timing},
         "loaded": {"completed": 600, "samples": 600, "failed": 0, **timing},
     }
@@ -124,7 +124,8 @@ def test_latency_table_shows_counts_and_spread() -> None:
 def test_setup_table_shows_counts_and_spread() -> None:
     table = callsetup.setup_table(calls_data())
     assert table.rows[0] == [
-        "stunnerd", "4,000", "1.00x", "0", "20,000", "600", "0.20 ms", "1.10 ms", "0.90-1.25 ms",
+        "stunnerd", "4,000", "3,800-4,250", "1.00x", "0", "20,000", "600", "0.20 ms", "1.10 ms",
+        "0.90-1.25 ms",
     ]  # fmt: skip
     assert [row[0] for row in table.rows] == ["stunnerd", "coturn", "stunnerd at main (32d6071)"]
 
@@ -142,3 +143,22 @@ def test_baseline_label_names_the_commit_once() -> None:
     data = {"baseline": {"ref": "32d6071", "commit": "32d6071abcdef"}}
     assert callsetup._label(data, "baseline") == "stunnerd at 32d6071"
     assert callsetup._label(data, "coturn") == "coturn"
+
+
+def test_the_setup_rate_pools_every_round_by_cpu_not_by_mean() -> None:
+    rounds = [
+        DriveResult(requested=2000, completed=2000, wall_s=0.4, server_cpu_s=0.25),
+        DriveResult(requested=2000, completed=1998, failed=2, wall_s=0.5, server_cpu_s=0.5),
+    ]
+    out = callsetup.pooled_rate(rounds)
+    assert out["completed"] == 3998
+    assert out["failed"] == 2
+    assert out["server_cpu_s"] == 0.75
+    assert out["per_cpu_s"] == round(3998 / 0.75, 1)  # 5,330.7; the mean of ratios is 5,998
+    assert out["rounds_per_cpu_s"] == [8000.0, 3996.0]
+
+
+def test_a_row_without_round_rates_shows_a_dash() -> None:
+    data = calls_data()
+    del data["calls"]["servers"]["stunnerd"]["idle"]["rounds_per_cpu_s"]
+    assert callsetup.setup_table(data).rows[0][2] == "-"
