@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from stunner import constants
+from stunner.batchio import GSO_ENV
 from tests.charts.manifests import (
     CHARTS,
     METRICS_ENDPOINT,
@@ -91,6 +92,13 @@ def test_stunnerd_follows_the_operator_contract() -> None:
     assert stunnerd["livenessProbe"]["httpGet"] == {"path": "/live", "port": "health"}
     assert stunnerd["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "health"}
     assert pod["spec"]["automountServiceAccountToken"] is False
+
+
+def test_udp_segmentation_offload_off_sets_the_environment_switch() -> None:
+    deployment = _stunnerd({"stunner": {"deployment": {"udpSegmentationOffload": False}}})
+    env = container(deployment, "stunnerd")["env"]
+    assert env[1:] == [{"name": GSO_ENV, "value": "0"}]
+    assert env[0]["name"] == "STUNNER_ADDR"
 
 
 def test_grace_period_value_sets_both_kubernetes_and_stunnerd() -> None:
