@@ -141,12 +141,13 @@ both servers (`bench-results/profile-tcp.txt`, `profile-tls.txt` hold py-spy's s
 WHERE_THE_TIME_GOES = """\
 ### TCP and TLS client legs
 
-Per relayed datagram, the kernel costs stunnerd and coturn about the same on TCP and TLS, as
-on UDP (profile run of 2026-12-03, perf: TCP 100 B, 1 allocation, 4.0 us against 4.3 us; TLS
-100 B, 10 paced clients, 23.5 us against 21.8 us). The gap is user space: CPython's
-interpreter and allocator (TCP 2.8 us per datagram, TLS 19 us) against about 1 us of
-turnserver, libevent and libc for coturn. OpenSSL itself costs both servers about the
-same (libcrypto + libssl: 5.5 us for stunnerd, 4.1 us for coturn per TLS datagram).
+Per relayed datagram (perf, `--profile` run of 2026-12-03 20:00 UTC): TCP 100 B, 1
+allocation, 3.17 us for stunnerd against 4.33 us for coturn. The kernel costs stunnerd less
+(1.77 us against 3.63 us: a run of frames from the connection to one peer leaves as one
+segmented send, UDP GSO), its user space more (CPython 0.98 us and libc against about 0.7 us of
+turnserver, libevent and libc). TLS 100 B, 10 paced clients: 18.0 us against 15.8 us; kernel
+10.3 us against 11.9 us, CPython 4.0 us against about 1.2 us of turnserver and libevent, and
+OpenSSL (libcrypto + libssl) 1.5 us for both.
 
 Where the Python time goes, per wake-up:
 
