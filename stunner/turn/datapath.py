@@ -515,7 +515,6 @@ class RelayReceiver:
     __slots__ = (
         "batch",
         "client",
-        "largest",
         "name",
         "name_address",
         "outbox",
@@ -536,27 +535,26 @@ class RelayReceiver:
         stats: ListenerStats,
         batch: DatagramBatch | None = None,
     ) -> None:
-        assert isinstance(allocation.client, DatagramClient)  # TCP/TLS: StreamEgress
+        client = allocation.client
+        assert isinstance(client, DatagramClient)  # TCP/TLS: StreamEgress
         self.sock = sock
         self.batch = batch or shared_batch()
         self.permissions = allocation.permissions
         self.peer_routes = allocation.peer_routes
         self.stats = stats
-        self.client = allocation.client
+        self.client = client
         # One sendmmsg through the listener socket.
-        self.send_run = allocation.client.run_sender(self.batch)
-        self.refusal = allocation.client.refusal  # the drop reason when it refuses a frame
-        # A UDP client's way out for a run of one frame: a sendto without the run sender.
-        client = allocation.client
-        self.udp_out = client.sock if isinstance(client, DatagramClient) else None
-        # A UDP client of a listener with an outbox: its frames may leave with the others',
+        self.send_run = client.run_sender(self.batch)
+        self.refusal = client.refusal  # the drop reason when it refuses a frame
+        # The client's way out for a run of one frame: a sendto without the run sender.
+        self.udp_out = client.sock
+        # A client of a listener with an outbox: its frames may leave with the others',
         # addressed to the struct sockaddr_in in ``name``.
-        self.outbox = client.outbox if isinstance(client, DatagramClient) else None
-        self.udp_addr = allocation.client.addr
+        self.outbox = client.outbox
+        self.udp_addr = client.addr
         name = sockaddr(self.udp_addr) if self.outbox is not None else None
         self.name: object = name  # what ``name_address`` points into, held by the outbox too
         self.name_address = ctypes.addressof(name) if name is not None else 0
-        self.largest = MAX_DATAGRAM_RELAYED  # one ChannelData datagram of at most 65,507 bytes
 
     def drain(self) -> None:
         outbox = self.outbox
@@ -576,7 +574,6 @@ class RelayReceiver:
         permissions = self.permissions
         peer_routes = self.peer_routes
         send_run = self.send_run
-        largest = self.largest
         memory = batch.memory
         starts: list[int] = []
         lengths: list[int] = []
@@ -590,7 +587,7 @@ class RelayReceiver:
                 if channel is not None:
                     rx_packets += 1
                     rx_bytes += size
-                    if size > largest:  # cannot become one ChannelData datagram
+                    if size > MAX_DATAGRAM_RELAYED:  # cannot become one ChannelData datagram
                         oversize += 1
                         oversize_bytes += size
                         continue
@@ -616,13 +613,12 @@ class RelayReceiver:
                 if self.client.send(frame):
                     tx_packets += 1
                     tx_bytes += len(frame)
-            udp_out = self.udp_out
-            if udp_out is not None and len(starts) == 1:  # one frame (smooth traffic)
+            if len(starts) == 1:  # one frame (smooth traffic): one sendto
                 start, last = starts.pop(), lengths.pop()
                 queued += 1
                 queued_bytes += last
                 try:
-                    udp_out.sendto(memory[start : start + last], self.udp_addr)
+                    self.udp_out.sendto(memory[start : start + last], self.udp_addr)
                 except OSError:
                     pass  # the kernel refused it: counted as the client's refusal below
                 else:
